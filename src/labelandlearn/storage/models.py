@@ -23,6 +23,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
@@ -120,7 +121,9 @@ class Dataset(Base):
 class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
-        Index("ix_items_queue", "project_id", "label_id", "score"),
+        # Serves the next item: unlabelled items of a project, highest priority first, then
+        # file order.
+        Index("ix_items_queue", "project_id", "label_id", text("score DESC"), "position"),
         Index("ix_items_project_position", "project_id", "position"),
         Index("ix_items_project_hash", "project_id", "text_hash"),
         Index("ix_items_project_external_id", "project_id", "external_id"),
@@ -138,7 +141,8 @@ class Item(Base):
     position: Mapped[int] = mapped_column(Integer)
     label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
     labelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    score: Mapped[float | None] = mapped_column(Float)
+    # Priority from the project's query strategy: higher is asked first; 0 until scored.
+    score: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

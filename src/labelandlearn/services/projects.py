@@ -1,0 +1,301 @@
+"""Create, update, read and delete projects and their labels, with every rule checked."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import Answer, Item, Label, Project
+
+logger = logging.getLogger(__name__)
+
+MIN_LABELS = 2
+MAX_LABELS = 50
+# Keys that the labelling screen uses itself; a label may not take them.
+RESERVED_KEYS = {" ": "Space skips the item", "?": "? opens the keyboard help"}
+DEFAULT_COLORS = [
+    "#d62728", "#7f7f7f", "#2ca02c", "#1f77b4", "#ff7f0e",
+    "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf",
+]  # fmt: skip
+_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+@dataclass
+class LabelSpec:
+    """A label as a user defines it; ``id`` is set when an existing label is edited."""
+
+    name: str
+    key: str | None = None
+    color: str | None = None
+    id: int | None = None
+
+
+@dataclass
+class ProjectSpec:
+    name: str
+    labels: list[LabelSpec]
+    description: str = ""
+    text_column: str = "text"
+    id_column: str | None = None
+    label_column: str | None = None
+    model_name: str = "tfidf-linear"
+    strategy_name: str = "margin"
+    retrain_every: int = 50
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _model_names() -> list[str]:
+    from labelandlearn.learning.base import MODEL_RECIPES
+
+    return sorted(MODEL_RECIPES)
+
+
+def _strategy_names() -> list[str]:
+    from labelandlearn.learning.strategies import STRATEGIES
+
+    return sorted(STRATEGIES)
+
+
+def normalise_labels(specs: list[LabelSpec]) -> list[LabelSpec]:
+    """Check label names, keys and colours, fill in missing keys and colours, and return them.
+
+    Raises ValidationError naming the offending label and what to change.
+    """
+    if not MIN_LABELS <= len(specs) <= MAX_LABELS:
+        raise ValidationError(
+            f"a project needs {MIN_LABELS} to {MAX_LABELS} labels, got {len(specs)}"
+        )
+    names: set[str] = set()
+    keys: dict[str, str] = {}
+    result: list[LabelSpec] = []
+    for position, spec in enumerate(specs, start=1):
+        name = (spec.name or "").strip()
+        if not name:
+            raise ValidationError(f"label {position} has an empty name; give every label a name")
+        if len(name) > 100:
+            raise ValidationError(f"label name {name[:40]!r}... is longer than 100 characters")
+        if name.casefold() in names:
+            raise ValidationError(f"label name {name!r} is used twice; label names must differ")
+        names.add(name.casefold())
+        key = spec.key if spec.key not in (None, "") else None
+        if key is not None:
+            if len(key) != 1 or not key.isprintable():
+                raise ValidationError(
+                    f"key {key!r} of label {name!r} must be one printable character"
+                )
+            if key in RESERVED_KEYS:
+                raise ValidationError(
+                    f"key {key!r} of label {name!r} is taken by the labelling screen "
+                    f"({RESERVED_KEYS[key]}); choose another key"
+                )
+            if key.casefold() in keys:
+                raise ValidationError(
+                    f"key {key!r} of label {name!r} is already the key of label "
+                    f"{keys[key.casefold()]!r}; every label needs its own key"
+                )
+            keys[key.casefold()] = name
+        color = spec.color or None
+        if color is not None and not _COLOR.match(color):
+            raise ValidationError(
+                f"colour {color!r} of label {name!r} is not of the form #rrggbb"
+            )
+        result.append(LabelSpec(name=name, key=key, color=color, id=spec.id))
+
+    free_keys = (str(digit) for digit in [*range(1, 10), 0] if str(digit) not in keys)
+    free_letters = (c for c in "abcdefghijklmnopqrstuvwxyz" if c not in keys)
+    for index, spec in enumerate(result):
+        if spec.key is None:
+            spec.key = next(free_keys, None) or next(free_letters)
+            keys[spec.key] = spec.name
+        if spec.color is None:
+            spec.color = DEFAULT_COLORS[index % len(DEFAULT_COLORS)]
+    return result
+
+
+def _check_settings(spec: ProjectSpec) -> None:
+    name = spec.name.strip()
+    if not name:
+        raise ValidationError("project name is empty; give the project a name")
+    if len(name) > 200:
+        raise ValidationError("project name is longer than 200 characters")
+    if not spec.text_column.strip():
+        raise ValidationError("text column is empty; name the column that holds the text")
+    if spec.model_name not in _model_names():
+        raise ValidationError(
+            f"unknown model {spec.model_name!r}; choose one of: {', '.join(_model_names())}"
+        )
+    if spec.strategy_name not in _strategy_names():
+        raise ValidationError(
+            f"unknown query strategy {spec.strategy_name!r}; "
+            f"choose one of: {', '.join(_strategy_names())}"
+        )
+    if not 1 <= spec.retrain_every <= 100_000:
+        raise ValidationError(
+            f"retrain_every must be between 1 and 100000 answers, got {spec.retrain_every}"
+        )
+
+
+def get_project(session: Session, project_id: int) -> Project:
+    project = session.get(Project, project_id)
+    if project is None:
+        raise NotFoundError(f"project {project_id} not found")
+    return project
+
+
+def find_project(session: Session, name_or_id: str) -> Project:
+    """Return the project whose id or exact name is ``name_or_id``."""
+    if name_or_id.isdigit():
+        project = session.get(Project, int(name_or_id))
+        if project is not None:
+            return project
+    project = session.scalar(select(Project).where(Project.name == name_or_id))
+    if project is None:
+        raise NotFoundError(
+            f"project {name_or_id!r} not found; 'labelandlearn projects list' shows them"
+        )
+    return project
+
+
+def _ensure_unique_name(session: Session, name: str, project_id: int | None = None) -> None:
+    query = select(Project.id).where(Project.name == name)
+    if project_id is not None:
+        query = query.where(Project.id != project_id)
+    if session.scalar(query) is not None:
+        raise ConflictError(f"a project named {name!r} already exists; choose another name")
+
+
+def create_project(db: Database, spec: ProjectSpec) -> int:
+    _check_settings(spec)
+    labels = normalise_labels(spec.labels)
+    with db.session() as session:
+        _ensure_unique_name(session, spec.name.strip())
+        project = Project(
+            name=spec.name.strip(),
+            description=spec.description.strip(),
+            text_column=spec.text_column.strip(),
+            id_column=(spec.id_column or "").strip() or None,
+            label_column=(spec.label_column or "").strip() or None,
+            model_name=spec.model_name,
+            strategy_name=spec.strategy_name,
+            retrain_every=spec.retrain_every,
+            labels=[
+                Label(name=label.name, key=label.key, color=label.color, position=index)
+                for index, label in enumerate(labels)
+            ],
+        )
+        session.add(project)
+        session.flush()
+        logger.info("project %s created with %d labels", project.id, len(labels))
+        return project.id
+
+
+def update_project(db: Database, project_id: int, spec: ProjectSpec) -> None:
+    """Apply ``spec``: labels with an id are edited, new ones added, missing ones deleted.
+
+    A label that has answers cannot be deleted, so no answer is lost by an edit.
+    """
+    _check_settings(spec)
+    labels = normalise_labels(spec.labels)
+    with db.session() as session:
+        project = get_project(session, project_id)
+        _ensure_unique_name(session, spec.name.strip(), project_id)
+        project.name = spec.name.strip()
+        project.description = spec.description.strip()
+        project.text_column = spec.text_column.strip()
+        project.id_column = (spec.id_column or "").strip() or None
+        project.label_column = (spec.label_column or "").strip() or None
+        project.model_name = spec.model_name
+        project.strategy_name = spec.strategy_name
+        project.retrain_every = spec.retrain_every
+
+        existing = {label.id: label for label in project.labels}
+        kept_ids = {label.id for label in labels if label.id is not None}
+        unknown = kept_ids - set(existing)
+        if unknown:
+            raise NotFoundError(f"label ids {sorted(unknown)} are not labels of this project")
+        for label_id in set(existing) - kept_ids:
+            used = session.scalar(
+                select(func.count()).select_from(Answer).where(Answer.label_id == label_id)
+            )
+            if used:
+                raise ConflictError(
+                    f"label {existing[label_id].name!r} has {used} answers and cannot be "
+                    "deleted; rename it instead"
+                )
+            session.delete(existing[label_id])
+        session.flush()
+        # Park edited labels on temporary keys and names so that swapping two keys or
+        # names does not trip the unique constraints half-way.
+        for label in labels:
+            if label.id is not None:
+                row = existing[label.id]
+                row.key = f"~{label.id}"
+                row.name = f"~{label.id}~{row.name}"
+        session.flush()
+        for position, label in enumerate(labels):
+            if label.id is None:
+                session.add(
+                    Label(
+                        project_id=project.id,
+                        name=label.name,
+                        key=label.key,
+                        color=label.color,
+                        position=position,
+                    )
+                )
+            else:
+                row = existing[label.id]
+                row.name, row.key, row.color, row.position = (
+                    label.name,
+                    label.key or row.key,
+                    label.color or row.color,
+                    position,
+                )
+        logger.info("project %s updated", project_id)
+
+
+def delete_project(db: Database, project_id: int) -> None:
+    with db.session() as session:
+        project = get_project(session, project_id)
+        project.current_model_id = None
+        session.flush()
+        session.delete(project)
+    logger.info("project %s deleted", project_id)
+
+
+def project_summary(session: Session, project: Project) -> dict[str, Any]:
+    """Return the project's settings, labels and item counts as plain data."""
+    total = session.scalar(
+        select(func.count()).select_from(Item).where(Item.project_id == project.id)
+    )
+    labelled = session.scalar(
+        select(func.count())
+        .select_from(Item)
+        .where(Item.project_id == project.id, Item.label_id.is_not(None))
+    )
+    return {
+        "id": project.id,
+        "name": project.name,
+        "description": project.description,
+        "text_column": project.text_column,
+        "id_column": project.id_column,
+        "label_column": project.label_column,
+        "model_name": project.model_name,
+        "strategy_name": project.strategy_name,
+        "retrain_every": project.retrain_every,
+        "current_model_id": project.current_model_id,
+        "labels": [
+            {"id": label.id, "name": label.name, "key": label.key, "color": label.color}
+            for label in project.labels
+        ],
+        "items_total": total or 0,
+        "items_labelled": labelled or 0,
+        "created_at": project.created_at.isoformat() if project.created_at else None,
+    }

@@ -1,0 +1,115 @@
+"""Labelling endpoints: next items, answers, undo, progress, live accuracy, retrain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_login import current_user
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from labelandlearn.errors import ValidationError
+from labelandlearn.services import labelling as service
+from labelandlearn.services.projects import get_project
+from labelandlearn.storage.models import Label
+from labelandlearn.web.api.schemas import AnswerInSchema, NextItemsQuerySchema
+from labelandlearn.web.state import state
+
+blp = Blueprint("api_labelling", __name__, description="Labelling: items, answers, progress")
+
+
+def _parse_ids(raw: str) -> list[int]:
+    ids = []
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.isdigit():
+            raise ValidationError(f"exclude must list item ids separated by commas, got {part!r}")
+        ids.append(int(part))
+    return ids
+
+
+@blp.route("/projects/<int:project_id>/items/next")
+@blp.arguments(NextItemsQuerySchema, location="query")
+@blp.response(200)
+def next_items(query: dict[str, Any], project_id: int) -> dict[str, Any]:
+    app_state = state()
+    items = service.next_items(
+        app_state.db,
+        project_id,
+        current_user.id,
+        limit=query["limit"],
+        exclude=_parse_ids(query["exclude"]),
+        predictor=app_state.models,
+    )
+    return {"items": items}
+
+
+@blp.route("/projects/<int:project_id>/answers", methods=["POST"])
+@blp.arguments(AnswerInSchema)
+@blp.response(201)
+def submit_answer(body: dict[str, Any], project_id: int) -> dict[str, Any]:
+    app_state = state()
+    label_id = body["label_id"]
+    if body["label"] is not None and label_id is None:
+        with app_state.db.session() as session:
+            get_project(session, project_id)
+            label_id = session.scalar(
+                select(Label.id).where(Label.project_id == project_id, Label.name == body["label"])
+            )
+        if label_id is None:
+            raise ValidationError(f"label {body['label']!r} is not a label of this project")
+    if label_id is None and not body["skip"]:
+        raise ValidationError("send label_id or label, or skip=true to skip the item")
+    answer = service.AnswerInput(
+        item_id=body["item_id"],
+        label_id=None if body["skip"] else label_id,
+        answer_id=body["id"],
+        predicted_label_id=body["predicted_label_id"],
+        predicted_confidence=body["predicted_confidence"],
+        model_version_id=body["model_version_id"],
+        duration_ms=body["duration_ms"],
+        replace=body["replace"],
+    )
+    return service.submit_answer(
+        app_state.db,
+        project_id,
+        current_user.id,
+        answer,
+        predictor=app_state.models,
+        runner=app_state.runner,
+    )
+
+
+@blp.route("/projects/<int:project_id>/answers/undo", methods=["POST"])
+@blp.response(200)
+def undo(project_id: int) -> dict[str, Any]:
+    with state().db.session() as session:
+        get_project(session, project_id)
+    result = service.undo_last(state().db, project_id, current_user.id)
+    return result or {"item": None, "undone": None}
+
+
+@blp.route("/projects/<int:project_id>/progress")
+@blp.response(200)
+def progress(project_id: int) -> dict[str, Any]:
+    with state().db.session() as session:
+        get_project(session, project_id)
+    return {
+        "progress": service.progress(state().db, project_id, current_user.id),
+        "live_accuracy": {
+            key: value
+            for key, value in service.live_accuracy(state().db, project_id).items()
+            if key != "series"
+        },
+    }
+
+
+@blp.route("/projects/<int:project_id>/train", methods=["POST"])
+@blp.response(202)
+def train(project_id: int) -> dict[str, Any]:
+    with state().db.session() as session:
+        get_project(session, project_id)
+    job_id = state().runner.submit("train", project_id, {"reason": "manual"})
+    return {"job_id": job_id}

@@ -1,0 +1,68 @@
+"""Project endpoints: list, create, read, update, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_smorest import Blueprint
+from sqlalchemy import select
+
+from labelandlearn.services import projects as service
+from labelandlearn.storage.models import Project
+from labelandlearn.web.api.schemas import ProjectInSchema
+from labelandlearn.web.state import state
+
+blp = Blueprint("api_projects", __name__, description="Projects and their labels")
+
+
+def spec_from_body(body: dict[str, Any]) -> service.ProjectSpec:
+    return service.ProjectSpec(
+        name=body["name"],
+        description=body.get("description") or "",
+        labels=[service.LabelSpec(**label) for label in body["labels"]],
+        text_column=body.get("text_column") or "text",
+        id_column=body.get("id_column"),
+        label_column=body.get("label_column"),
+        model_name=body.get("model_name") or "tfidf-linear",
+        strategy_name=body.get("strategy_name") or "margin",
+        retrain_every=body.get("retrain_every") or 50,
+    )
+
+
+@blp.route("/projects")
+@blp.response(200)
+def list_projects() -> dict[str, Any]:
+    with state().db.session() as session:
+        projects = session.scalars(select(Project).order_by(Project.name))
+        return {"projects": [service.project_summary(session, p) for p in projects]}
+
+
+@blp.route("/projects", methods=["POST"])
+@blp.arguments(ProjectInSchema)
+@blp.response(201)
+def create_project(body: dict[str, Any]) -> dict[str, Any]:
+    project_id = service.create_project(state().db, spec_from_body(body))
+    with state().db.session() as session:
+        return service.project_summary(session, service.get_project(session, project_id))
+
+
+@blp.route("/projects/<int:project_id>")
+@blp.response(200)
+def get_project(project_id: int) -> dict[str, Any]:
+    with state().db.session() as session:
+        return service.project_summary(session, service.get_project(session, project_id))
+
+
+@blp.route("/projects/<int:project_id>", methods=["PUT"])
+@blp.arguments(ProjectInSchema)
+@blp.response(200)
+def update_project(body: dict[str, Any], project_id: int) -> dict[str, Any]:
+    service.update_project(state().db, project_id, spec_from_body(body))
+    with state().db.session() as session:
+        return service.project_summary(session, service.get_project(session, project_id))
+
+
+@blp.route("/projects/<int:project_id>", methods=["DELETE"])
+@blp.response(204)
+def delete_project(project_id: int) -> None:
+    service.delete_project(state().db, project_id)

@@ -1,0 +1,48 @@
+"""Marshmallow schemas of the API's request and response bodies."""
+
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+
+
+class LabelSchema(Schema):
+    id = fields.Integer(load_default=None, allow_none=True)
+    name = fields.String(required=True)
+    key = fields.String(load_default=None, allow_none=True)
+    color = fields.String(load_default=None, allow_none=True)
+
+
+class ProjectInSchema(Schema):
+    name = fields.String(required=True)
+    description = fields.String(load_default="")
+    labels = fields.List(fields.Nested(LabelSchema), required=True)
+    text_column = fields.String(load_default="text")
+    id_column = fields.String(load_default=None, allow_none=True)
+    label_column = fields.String(load_default=None, allow_none=True)
+    model_name = fields.String(load_default="tfidf-linear")
+    strategy_name = fields.String(load_default="margin")
+    retrain_every = fields.Integer(load_default=50)
+
+
+class NextItemsQuerySchema(Schema):
+    limit = fields.Integer(load_default=5, validate=validate.Range(min=1, max=50))
+    exclude = fields.String(load_default="", metadata={"description": "comma-separated item ids"})
+
+
+class AnswerInSchema(Schema):
+    id = fields.String(load_default=None, allow_none=True,
+                       metadata={"description": "client-generated UUID; makes retries safe"})
+    item_id = fields.Integer(required=True)
+    label_id = fields.Integer(load_default=None, allow_none=True)
+    label = fields.String(load_default=None, allow_none=True,
+                          metadata={"description": "label name, instead of label_id"})
+    skip = fields.Boolean(load_default=False)
+    replace = fields.Boolean(load_default=False)
+    predicted_label_id = fields.Integer(load_default=None, allow_none=True)
+    predicted_confidence = fields.Float(load_default=None, allow_none=True)
+    model_version_id = fields.Integer(load_default=None, allow_none=True)
+    duration_ms = fields.Integer(load_default=None, allow_none=True)
+
+
+class TrainInSchema(Schema):
+    pass

@@ -1,0 +1,219 @@
+"""Application factory: settings, database, job runner, security headers, blueprints."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, Response, jsonify, render_template, request
+from flask_bootstrap import Bootstrap5
+from flask_login import LoginManager, UserMixin
+from flask_wtf.csrf import CSRFError, CSRFProtect
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from labelandlearn.errors import LabelAndLearnError
+from labelandlearn.jobs.base import JobRunner
+from labelandlearn.settings import Settings, get_settings
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import User
+from labelandlearn.web.state import AppState
+
+logger = logging.getLogger(__name__)
+
+LOCAL_USERNAME = "local"
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    [
+        "default-src 'self'",
+        "script-src 'self'",
+        # Bootstrap-Flask's form macros write a few style attributes.
+        "style-src 'self' 'unsafe-inline'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+
+
+class LoginUser(UserMixin):
+    def __init__(self, user_id: int, username: str, is_admin: bool) -> None:
+        self.id = user_id
+        self.username = username
+        self.is_admin = is_admin
+
+
+def load_secret_key(settings: Settings) -> str:
+    """Return the configured secret key, or one stored in the data folder (created once)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path(settings.data_dir) / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key
+
+
+def ensure_local_user(db: Database) -> int:
+    """Return the id of the user that single-user mode answers as, creating it once.
+
+    The local user has no password, so nobody can log in as it over the network.
+    """
+    with db.session() as session:
+        user = session.scalar(select(User).where(User.username == LOCAL_USERNAME))
+        if user is None:
+            user = User(username=LOCAL_USERNAME, password_hash=None, is_admin=True)
+            session.add(user)
+            session.flush()
+        return user.id
+
+
+def _make_runner(settings: Settings, db: Database) -> JobRunner:
+    if settings.job_runner == "celery":
+        from labelandlearn.jobs.celery_runner import CeleryRunner
+
+        return CeleryRunner(db, settings.celery_broker_url)
+    from labelandlearn.jobs.inprocess import InProcessRunner
+
+    return InProcessRunner(db, threads=settings.job_threads)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    runner: JobRunner | None = None,
+    config: dict[str, Any] | None = None,
+) -> Flask:
+    settings = settings or get_settings()
+    db = db or Database(settings.resolved_database_url)
+    db.upgrade()
+    runner = runner or _make_runner(settings, db)
+
+    from labelandlearn.learning.online import ModelCache
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=load_secret_key(settings),
+        MAX_CONTENT_LENGTH=settings.max_upload_bytes,
+        BOOTSTRAP_SERVE_LOCAL=True,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,
+        API_TITLE="Label and Learn",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+    if config:
+        app.config.update(config)
+
+    app.extensions["labelandlearn"] = AppState(
+        settings=settings,
+        db=db,
+        runner=runner,
+        models=ModelCache(),
+        local_user_id=ensure_local_user(db),
+    )
+
+    Bootstrap5(app)
+    CSRFProtect(app)
+    _setup_login(app)
+    _register_blueprints(app)
+    _register_error_handlers(app)
+    app.after_request(_security_headers)
+    logger.info("app ready: database %s, %s job runner", db.engine.url.render_as_string(
+        hide_password=True), settings.job_runner)
+    return app
+
+
+def _setup_login(app: Flask) -> None:
+    login_manager = LoginManager(app)
+
+    @login_manager.request_loader
+    def load_local_user(_request: Any) -> LoginUser:
+        # Single-user mode: every request on the loopback server acts as the local user.
+        state: AppState = app.extensions["labelandlearn"]
+        return LoginUser(state.local_user_id, LOCAL_USERNAME, True)
+
+
+def _register_blueprints(app: Flask) -> None:
+    from labelandlearn.web.api import register_api
+    from labelandlearn.web.pages import register_pages
+
+    register_api(app)
+    register_pages(app)
+
+
+def _wants_json() -> bool:
+    return request.path.startswith("/api/")
+
+
+def error_response(status: int, message: str, code: str | None = None) -> tuple[Response, int]:
+    """Return the one JSON error shape of the API."""
+    body = {"error": {"status": status, "code": code or _status_code_name(status),
+                      "message": message}}
+    return jsonify(body), status
+
+
+def _status_code_name(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_")
+    except ValueError:
+        return "error"
+
+
+def _register_error_handlers(app: Flask) -> None:
+    def render(status: int, message: str) -> Any:
+        if _wants_json():
+            return error_response(status, message)
+        return render_template("error.html", status=status, message=message), status
+
+    @app.errorhandler(LabelAndLearnError)
+    def domain_error(error: LabelAndLearnError) -> Any:
+        return render(error.http_status, str(error))
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError) -> Any:
+        return render(400, f"{error.description} Reload the page and try again.")
+
+    @app.errorhandler(413)
+    def too_large(_error: Exception) -> Any:
+        limit = app.extensions["labelandlearn"].settings.max_upload_mb
+        return render(
+            413,
+            f"the upload is larger than the limit of {limit} MB; split the file or raise "
+            "LABELANDLEARN_MAX_UPLOAD_MB",
+        )
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        message = error.description or error.name
+        data = getattr(error, "data", None)
+        if isinstance(data, dict) and data.get("messages"):
+            message = f"invalid request: {data['messages']}"
+        return render(error.code or 500, str(message))
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception) -> Any:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return render(500, "internal error; the server log has the details")
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    return response

@@ -1,0 +1,26 @@
+"""Per-application objects shared by request handlers: database, job runner, model cache."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+
+from labelandlearn.jobs.base import JobRunner
+from labelandlearn.settings import Settings
+from labelandlearn.storage.db import Database
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    runner: JobRunner
+    models: Any  # labelandlearn.learning.online.ModelCache
+    local_user_id: int
+
+
+def state() -> AppState:
+    """Return the state of the application serving the current request."""
+    return current_app.extensions["labelandlearn"]  # type: ignore[no-any-return]
