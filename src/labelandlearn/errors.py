@@ -8,6 +8,10 @@ class LabelAndLearnError(Exception):
 
     http_status = 400
 
+    def __init__(self, message: str, *, details: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.details = details or {}
+
 
 class NotFoundError(LabelAndLearnError):
     """A project, item, model, job or file that does not exist."""

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
 from labelandlearn.jobs.base import JobRunner
+from labelandlearn.services import queue
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Answer, Item, Job, Label, ModelVersion, Project
 
@@ -64,56 +66,52 @@ def item_payload(item: Item) -> dict[str, Any]:
 def next_items(
     db: Database,
     project_id: int,
-    user_id: int | None,
+    user_id: int,
     *,
     limit: int = 5,
     exclude: list[int] | tuple[int, ...] = (),
     predictor: Predictor | None = None,
 ) -> list[dict[str, Any]]:
-    """Return up to ``limit`` items to label next, highest query priority first.
+    """Hand out up to ``limit`` items to label next, highest query priority first.
 
-    Items the user already answered or skipped, and the ids in ``exclude`` (items the client
-    has prefetched), are left out. Each item carries the current model's prediction.
+    Each item is leased to the user (see services.queue); items the user already answered or
+    skipped, and the ids in ``exclude`` (items the client has prefetched), are left out.
+    Each item carries the current model's prediction.
     """
     limit = max(1, min(limit, MAX_BATCH))
     with db.session() as session:
         project = session.get(Project, project_id)
         if project is None:
             raise NotFoundError(f"project {project_id} not found")
-        answered = exists().where(
-            and_(
-                Answer.item_id == Item.id,
-                Answer.user_id == user_id if user_id is not None else Answer.user_id.is_(None),
-            )
-        )
-        query = (
-            select(Item)
-            .where(Item.project_id == project_id, Item.label_id.is_(None), ~answered)
-            .order_by(Item.score.desc(), Item.position)
-            .limit(limit)
-        )
-        if exclude:
-            query = query.where(Item.id.not_in(list(exclude)[:1000]))
-        items = list(session.scalars(query))
+        items = queue.lease_items(session, project, user_id, limit, list(exclude))
         payload = [item_payload(item) for item in items]
         labels = {label.name: label.id for label in project.labels}
 
     if payload and predictor is not None:
-        prediction = predictor.predict(db, project_id, [entry["text"] for entry in payload])
-        if prediction is not None:
-            proba, label_names, version_id = prediction
-            for entry, row in zip(payload, proba, strict=True):
-                best = int(row.argmax())
-                entry["prediction"] = {
-                    "label": label_names[best],
-                    "label_id": labels.get(label_names[best]),
-                    "confidence": float(row[best]),
-                    "probabilities": {
-                        name: float(p) for name, p in zip(label_names, row, strict=True)
-                    },
-                    "model_version_id": version_id,
-                }
+        _attach_predictions(db, project_id, payload, labels, predictor)
     return payload
+
+
+def _attach_predictions(
+    db: Database,
+    project_id: int,
+    payload: list[dict[str, Any]],
+    labels: dict[str, int],
+    predictor: Predictor,
+) -> None:
+    prediction = predictor.predict(db, project_id, [entry["text"] for entry in payload])
+    if prediction is None:
+        return
+    proba, label_names, version_id = prediction
+    for entry, row in zip(payload, proba, strict=True):
+        best = int(row.argmax())
+        entry["prediction"] = {
+            "label": label_names[best],
+            "label_id": labels.get(label_names[best]),
+            "confidence": float(row[best]),
+            "probabilities": {name: float(p) for name, p in zip(label_names, row, strict=True)},
+            "model_version_id": version_id,
+        }
 
 
 def _answer_payload(answer: Answer, labels: dict[int, Label]) -> dict[str, Any]:
@@ -128,22 +126,53 @@ def _answer_payload(answer: Answer, labels: dict[int, Label]) -> dict[str, Any]:
     }
 
 
-def _refresh_item_label(session: Session, item: Item) -> None:
-    """Set the item's training label to its newest non-skip answer, or to none."""
-    latest = session.execute(
-        select(Answer.label_id, Answer.created_at)
+def training_label(
+    votes: list[int], gold: int | None, *, overlap: int, train_on_single_answers: bool
+) -> int | None:
+    """Return the label that training uses for an item, or None while it waits.
+
+    A reviewer's gold label wins; otherwise the majority of the answers, where a tie waits
+    for review. With an overlap above 1, an item with a single answer counts only when the
+    project allows it.
+    """
+    if gold is not None:
+        return gold
+    if not votes:
+        return None
+    if len(votes) == 1 and overlap > 1 and not train_on_single_answers:
+        return None
+    counts = Counter(votes).most_common()
+    if len(counts) > 1 and counts[0][1] == counts[1][1]:
+        return None
+    return counts[0][0]
+
+
+def refresh_item(session: Session, item: Item, project: Project) -> None:
+    """Recompute the item's answer count, done flag and training label from its answers."""
+    rows = session.execute(
+        select(Answer.label_id, Answer.source, Answer.created_at)
         .where(Answer.item_id == item.id, Answer.label_id.is_not(None))
-        .order_by(Answer.created_at.desc())
-        .limit(1)
-    ).first()
-    item.label_id = latest.label_id if latest else None
-    item.labelled_at = latest.created_at if latest else None
+        .order_by(Answer.created_at)
+    ).all()
+    gold = next((row.label_id for row in reversed(rows) if row.source == "review"), None)
+    votes = [row.label_id for row in rows if row.source != "review"]
+    item.n_answers = sum(1 for row in rows if row.source == "labeller")
+    item.reviewed = gold is not None
+    imported = any(row.source == "import" for row in rows)
+    item.done = item.reviewed or imported or item.n_answers >= project.overlap
+    item.label_id = training_label(
+        votes,
+        gold,
+        overlap=project.overlap,
+        train_on_single_answers=project.train_on_single_answers,
+    )
+    item.labelled_at = rows[-1].created_at if item.label_id is not None and rows else None
 
 
 def submit_answer(
     db: Database,
     project_id: int,
-    user_id: int | None,
+    user_id: int,
     answer: AnswerInput,
     *,
     predictor: Predictor | None = None,
@@ -153,7 +182,8 @@ def submit_answer(
 
     The client sends its own answer id, so a retried or doubled request returns the stored
     answer instead of writing a second one. A different answer by the same user on the same
-    item is a conflict unless ``replace`` is set.
+    item is a conflict (the response carries the current answer) unless ``replace`` is set.
+    An item whose slots were all handed to other annotators is a conflict too.
     """
     answer_id = answer.answer_id or str(uuid.uuid4())
     try:
@@ -169,7 +199,10 @@ def submit_answer(
                 raise ConflictError(f"answer id {answer_id} is already used")
             return {**_answer_payload(previous, labels), "created": False}
 
+        project = session.get(Project, project_id)
         item = session.get(Item, answer.item_id)
+        if project is None:
+            raise NotFoundError(f"project {project_id} not found")
         if item is None or item.project_id != project_id:
             raise NotFoundError(f"item {answer.item_id} not found in project {project_id}")
         if answer.label_id is not None and answer.label_id not in labels:
@@ -182,20 +215,25 @@ def submit_answer(
 
         current = session.scalar(
             select(Answer).where(Answer.item_id == item.id, Answer.user_id == user_id)
-            if user_id is not None
-            else select(Answer).where(
-                Answer.item_id == item.id, Answer.user_id.is_(None), Answer.source == "labeller"
-            )
         )
         if current is not None:
             if not answer.replace:
+                current_payload = _answer_payload(current, labels)
                 raise ConflictError(
                     f"item {item.id} already has your answer "
-                    f"{_answer_payload(current, labels)['label'] or 'skip'!r}; "
-                    "send replace=true to change it",
+                    f"{current_payload['label'] or 'skip'!r}; send replace=true to change it",
+                    details={"current": current_payload},
                 )
             session.delete(current)
             session.flush()
+
+        if answer.label_id is None:
+            queue.release(session, item.id, user_id)
+        elif not queue.mark_answered(session, project, item.id, user_id):
+            raise ConflictError(
+                f"item {item.id} is already handed to {project.overlap} other annotator(s); "
+                "fetch the next item"
+            )
 
         row = Answer(
             id=answer_id,
@@ -216,11 +254,7 @@ def submit_answer(
         except IntegrityError:
             session.rollback()
             return _answer_after_race(db, project_id, user_id, answer_id)
-        if answer.label_id is not None:
-            item.label_id = answer.label_id
-            item.labelled_at = row.created_at
-        else:
-            _refresh_item_label(session, item)
+        refresh_item(session, item, project)
         text = item.text
         result = {**_answer_payload(row, labels), "created": True}
 
@@ -232,25 +266,29 @@ def submit_answer(
 
 
 def _answer_after_race(
-    db: Database, project_id: int, user_id: int | None, answer_id: str
+    db: Database, project_id: int, user_id: int, answer_id: str
 ) -> dict[str, Any]:
     """Return the answer that a concurrent request with the same id stored first."""
     with db.session() as session:
         stored = session.get(Answer, answer_id)
-        if stored is None:
+        if stored is None or stored.user_id != user_id:
             raise ConflictError("another answer for this item was stored at the same time")
         return {**_answer_payload(stored, _label_map(session, project_id)), "created": False}
 
 
-def undo_last(db: Database, project_id: int, user_id: int | None) -> dict[str, Any] | None:
-    """Delete the user's newest answer in the project and return its item, or None."""
+def undo_last(db: Database, project_id: int, user_id: int) -> dict[str, Any] | None:
+    """Delete the user's newest answer in the project and hand its item back to the user."""
     with db.session() as session:
-        user_filter = Answer.user_id == user_id if user_id is not None else and_(
-            Answer.user_id.is_(None), Answer.source == "labeller"
-        )
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"project {project_id} not found")
         last = session.scalar(
             select(Answer)
-            .where(Answer.project_id == project_id, user_filter)
+            .where(
+                Answer.project_id == project_id,
+                Answer.user_id == user_id,
+                Answer.source == "labeller",
+            )
             .order_by(Answer.created_at.desc())
             .limit(1)
         )
@@ -261,7 +299,9 @@ def undo_last(db: Database, project_id: int, user_id: int | None) -> dict[str, A
         undone = {"answer_id": last.id, "label_id": last.label_id}
         session.delete(last)
         session.flush()
-        _refresh_item_label(session, item)
+        expires_at = queue.utcnow() + timedelta(seconds=project.lease_seconds)
+        queue.claim_slot(session, project, item.id, user_id, expires_at)
+        refresh_item(session, item, project)
         return {"item": item_payload(item), "undone": undone}
 
 
@@ -293,8 +333,9 @@ def maybe_schedule_retrain(db: Database, project_id: int, runner: JobRunner) -> 
         if busy is not None:
             return None
     job_id = runner.submit("train", project_id, {"reason": "auto"})
-    logger.info("project %s: retrain %s started after %d new labels", project_id, job_id,
-                labelled - seen)
+    logger.info(
+        "project %s: retrain %s started after %d new labels", project_id, job_id, labelled - seen
+    )
     return job_id
 
 
@@ -305,13 +346,14 @@ def progress(db: Database, project_id: int, user_id: int | None = None) -> dict[
         total = session.scalar(
             select(func.count()).select_from(Item).where(Item.project_id == project_id)
         ) or 0
-        per_label = dict(
-            session.execute(
+        per_label = {
+            label_id: count
+            for label_id, count in session.execute(
                 select(Item.label_id, func.count())
                 .where(Item.project_id == project_id, Item.label_id.is_not(None))
                 .group_by(Item.label_id)
-            ).tuples()
-        )
+            )
+        }
         skipped = session.scalar(
             select(func.count())
             .select_from(Answer)

@@ -25,6 +25,8 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy import false as sa_false
+from sqlalchemy import true as sa_true
 from sqlalchemy.orm import DeclarativeBase, Mapped, deferred, mapped_column, relationship
 
 
@@ -63,6 +65,13 @@ class Project(Base):
     model_name: Mapped[str] = mapped_column(String(100), default="tfidf-linear")
     strategy_name: Mapped[str] = mapped_column(String(100), default="margin")
     retrain_every: Mapped[int] = mapped_column(Integer, default=50)
+    # How many annotators answer each item, and how long a handed-out item stays reserved.
+    overlap: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    lease_seconds: Mapped[int] = mapped_column(Integer, default=1800, server_default="1800")
+    # Whether an item with one answer (below the overlap) is used for training.
+    train_on_single_answers: Mapped[bool] = mapped_column(
+        Boolean, default=True, server_default=sa_true()
+    )
     current_model_id: Mapped[int | None] = mapped_column(
         ForeignKey("model_versions.id", use_alter=True, ondelete="SET NULL")
     )
@@ -121,9 +130,9 @@ class Dataset(Base):
 class Item(Base):
     __tablename__ = "items"
     __table_args__ = (
-        # Serves the next item: unlabelled items of a project, highest priority first, then
-        # file order.
-        Index("ix_items_queue", "project_id", "label_id", text("score DESC"), "position"),
+        # Serves the next item: open items of a project, highest priority first, then file
+        # order.
+        Index("ix_items_queue", "project_id", "done", text("score DESC"), "position"),
         Index("ix_items_project_position", "project_id", "position"),
         Index("ix_items_project_hash", "project_id", "text_hash"),
         Index("ix_items_project_external_id", "project_id", "external_id"),
@@ -140,6 +149,11 @@ class Item(Base):
     meta: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     position: Mapped[int] = mapped_column(Integer)
     label_id: Mapped[int | None] = mapped_column(ForeignKey("labels.id", ondelete="SET NULL"))
+    # Labelled answers from annotators (skips excluded); the item is done once this reaches
+    # the project's overlap, or a reviewer decided it, or the import brought a label.
+    n_answers: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    done: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    reviewed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     labelled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Priority from the project's query strategy: higher is asked first; 0 until scored.
     score: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
@@ -216,3 +230,72 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Lease(Base):
+    """One of an item's ``overlap`` slots, held by an annotator.
+
+    The unique (item_id, slot) pair makes handing out atomic on SQLite and PostgreSQL: two
+    annotators racing for the last slot cannot both insert it. ``expires_at`` is NULL once the
+    holder answered, so the slot stays taken.
+    """
+
+    __tablename__ = "leases"
+    __table_args__ = (
+        UniqueConstraint("item_id", "slot", name="uq_leases_item_slot"),
+        UniqueConstraint("item_id", "user_id", name="uq_leases_item_user"),
+        Index("ix_leases_user", "user_id", "expires_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("items.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    slot: Mapped[int] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Membership(Base):
+    """A user's role in one project: manager, annotator or reviewer."""
+
+    __tablename__ = "memberships"
+    __table_args__ = (UniqueConstraint("project_id", "user_id", name="uq_membership"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    role: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A token for scripts; only its SHA-256 is stored, the token is shown once."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Invite(Base):
+    """A signup link that expires; only the SHA-256 of its token is stored."""
+
+    __tablename__ = "invites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -158,11 +158,18 @@ def _wants_json() -> bool:
     return request.path.startswith("/api/")
 
 
-def error_response(status: int, message: str, code: str | None = None) -> tuple[Response, int]:
-    """Return the one JSON error shape of the API."""
-    body = {"error": {"status": status, "code": code or _status_code_name(status),
-                      "message": message}}
-    return jsonify(body), status
+def error_response(
+    status: int, message: str, details: dict[str, Any] | None = None
+) -> tuple[Response, int]:
+    """Return the one JSON error shape of the API: {"error": {status, code, message, ...}}."""
+    body: dict[str, Any] = {
+        "status": status,
+        "code": _status_code_name(status),
+        "message": message,
+    }
+    if details:
+        body["details"] = details
+    return jsonify({"error": body}), status
 
 
 def _status_code_name(status: int) -> str:
@@ -175,14 +182,14 @@ def _status_code_name(status: int) -> str:
 
 
 def _register_error_handlers(app: Flask) -> None:
-    def render(status: int, message: str) -> Any:
+    def render(status: int, message: str, details: dict[str, Any] | None = None) -> Any:
         if _wants_json():
-            return error_response(status, message)
+            return error_response(status, message, details)
         return render_template("error.html", status=status, message=message), status
 
     @app.errorhandler(LabelAndLearnError)
     def domain_error(error: LabelAndLearnError) -> Any:
-        return render(error.http_status, str(error))
+        return render(error.http_status, str(error), error.details)
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> Any:

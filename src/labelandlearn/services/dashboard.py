@@ -1,0 +1,167 @@
+"""Read-only views of a project's model versions and metrics for the dashboard and the API."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from labelandlearn.errors import NotFoundError
+from labelandlearn.services.projects import get_project
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import ModelVersion, Project
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE_SUFFIX = ".lnlmodel"
+_UNSAFE_FILENAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def metric_value(metrics: dict[str, Any] | None, name: str) -> float | None:
+    """Return a scalar metric such as ``macro_f1`` from a ModelVersion.metrics dict, or None.
+
+    A metric may be stored as a number or as ``{"mean": ..., "std": ...}``.
+    """
+    if not metrics:
+        return None
+    value = metrics.get(name)
+    if isinstance(value, dict):
+        value = value.get("mean")
+    return float(value) if isinstance(value, int | float) else None
+
+
+def metric_std(metrics: dict[str, Any] | None, name: str) -> float | None:
+    """Return the standard deviation of a metric over the cross-validation folds, or None."""
+    if not metrics:
+        return None
+    value = metrics.get(name)
+    if isinstance(value, dict) and isinstance(value.get("std"), int | float):
+        return float(value["std"])
+    std = metrics.get(f"{name}_std")
+    if isinstance(std, int | float):
+        return float(std)
+    folds = metrics.get("folds")
+    if isinstance(folds, list) and len(folds) > 1:
+        values = [fold.get(name) for fold in folds if isinstance(fold, dict)]
+        numbers = [float(v) for v in values if isinstance(v, int | float)]
+        if len(numbers) > 1:
+            mean = sum(numbers) / len(numbers)
+            return (sum((v - mean) ** 2 for v in numbers) / len(numbers)) ** 0.5
+    return None
+
+
+def version_payload(version: ModelVersion, current_id: int | None) -> dict[str, Any]:
+    metrics = version.metrics or {}
+    return {
+        "id": version.id,
+        "version": version.version,
+        "model_name": version.model_name,
+        "n_labels": version.n_labels,
+        "class_counts": version.class_counts or {},
+        "accuracy": metric_value(metrics, "accuracy"),
+        "accuracy_std": metric_std(metrics, "accuracy"),
+        "macro_f1": metric_value(metrics, "macro_f1"),
+        "macro_f1_std": metric_std(metrics, "macro_f1"),
+        "training_seconds": version.training_seconds,
+        "created_at": version.created_at.isoformat() if version.created_at else None,
+        "is_current": version.id == current_id,
+    }
+
+
+def list_model_versions(db: Database, project_id: int) -> list[dict[str, Any]]:
+    """Return every model version of the project, oldest first, without weights."""
+    with db.session() as session:
+        project = get_project(session, project_id)
+        versions = session.scalars(
+            select(ModelVersion)
+            .where(ModelVersion.project_id == project_id)
+            .order_by(ModelVersion.version)
+        )
+        return [version_payload(version, project.current_model_id) for version in versions]
+
+
+def _current_version(session: Session, project: Project) -> ModelVersion | None:
+    if project.current_model_id is None:
+        return None
+    return session.get(ModelVersion, project.current_model_id)
+
+
+@dataclass
+class ModelSummary:
+    """The current model's version, its labels in metric order, and its metrics."""
+
+    version: dict[str, Any]
+    metrics: dict[str, Any]
+    labels: list[str]
+
+
+def current_model_summary(db: Database, project_id: int) -> ModelSummary | None:
+    """Return the current model's version row and metrics, or None before the first model."""
+    with db.session() as session:
+        project = get_project(session, project_id)
+        version = _current_version(session, project)
+        if version is None:
+            return None
+        metrics = dict(version.metrics or {})
+        labels = metrics.get("labels") or [label.name for label in project.labels]
+        return ModelSummary(
+            version=version_payload(version, project.current_model_id),
+            metrics=metrics,
+            labels=[str(label) for label in labels],
+        )
+
+
+def per_class_rows(summary: ModelSummary) -> list[dict[str, Any]]:
+    """Return one row per label with precision, recall, F1 and support (None when absent)."""
+    per_class = summary.metrics.get("per_class") or {}
+    rows = []
+    for label in summary.labels:
+        values = per_class.get(label) or {}
+        rows.append(
+            {
+                "label": label,
+                "precision": metric_value(values, "precision"),
+                "recall": metric_value(values, "recall"),
+                "f1": metric_value(values, "f1"),
+                "support": values.get("support"),
+            }
+        )
+    return rows
+
+
+def model_filename(project_name: str, version: int) -> str:
+    """Return a download file name such as ``tweets-v3.lnlmodel``, safe in any file system."""
+    stem = _UNSAFE_FILENAME_CHARS.sub("-", project_name).strip("-.") or "project"
+    return f"{stem[:80]}-v{version}{MODEL_FILE_SUFFIX}"
+
+
+def model_weights(
+    db: Database, project_id: int, version: int | None = None
+) -> tuple[bytes, str]:
+    """Return a model file's bytes and download name: the current model, or ``version``.
+
+    Raises NotFoundError when the project has no such model.
+    """
+    with db.session() as session:
+        project = get_project(session, project_id)
+        if version is None:
+            row = _current_version(session, project)
+            if row is None:
+                raise NotFoundError(
+                    f"project {project_id} has no trained model yet; label some items and "
+                    "press Retrain"
+                )
+        else:
+            row = session.scalar(
+                select(ModelVersion).where(
+                    ModelVersion.project_id == project_id, ModelVersion.version == version
+                )
+            )
+            if row is None:
+                raise NotFoundError(f"model version {version} of project {project_id} not found")
+        weights = row.weights
+        return weights, model_filename(project.name, row.version)
