@@ -39,6 +39,16 @@ class Settings(BaseSettings):
         ),
     )
     host: str = Field(default="127.0.0.1", description="Address the web server binds to.")
+    accounts: bool = Field(
+        default=False,
+        description=(
+            "Require login with accounts and roles. Without it the server runs in single-user "
+            "mode, which only binds and answers 127.0.0.1."
+        ),
+    )
+    lease_seconds: int = Field(
+        default=1800, ge=10, description="Default lease of a handed-out item, in seconds."
+    )
     port: int = Field(default=8000, description="Port the web server listens on.")
     secret_key: str | None = Field(
         default=None,

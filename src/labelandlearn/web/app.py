@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
+from labelandlearn.auth.users import LOCAL_USERNAME
 from labelandlearn.errors import LabelAndLearnError
 from labelandlearn.jobs.base import JobRunner
 from labelandlearn.settings import Settings, get_settings
@@ -23,7 +25,6 @@ from labelandlearn.web.state import AppState
 
 logger = logging.getLogger(__name__)
 
-LOCAL_USERNAME = "local"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     [
@@ -46,6 +47,7 @@ class LoginUser(UserMixin):
         self.id = user_id
         self.username = username
         self.is_admin = is_admin
+        self.via_token = False
 
 
 def load_secret_key(settings: Settings) -> str:
@@ -117,17 +119,36 @@ def create_app(
     if config:
         app.config.update(config)
 
+    from labelandlearn.auth.ratelimit import LoginRateLimiter
+    from labelandlearn.auth.users import has_admin
+
+    setup_token = None
+    if settings.accounts and not has_admin(db):
+        setup_token = secrets.token_urlsafe(16)
+        # Shown on the console, not in the log, like a first-run code: it lets whoever runs
+        # the server create the first admin on the /setup page.
+        print(  # noqa: T201
+            f"No admin account yet. Open /setup and enter the setup code {setup_token}, "
+            "or run: labelandlearn users create --admin",
+            file=sys.stderr,
+            flush=True,
+        )
     app.extensions["labelandlearn"] = AppState(
         settings=settings,
         db=db,
         runner=runner,
         models=ModelCache(),
         local_user_id=ensure_local_user(db),
+        login_limiter=LoginRateLimiter(),
+        setup_token=setup_token,
     )
 
     Bootstrap5(app)
-    CSRFProtect(app)
+    csrf = CSRFProtect(app)
     _setup_login(app)
+    from labelandlearn.web.access import setup_access
+
+    setup_access(app, csrf)
     _register_blueprints(app)
     _register_error_handlers(app)
     app.after_request(_security_headers)
@@ -137,21 +158,47 @@ def create_app(
 
 
 def _setup_login(app: Flask) -> None:
+    from labelandlearn.auth.users import user_for_api_token
+
     login_manager = LoginManager(app)
+    login_manager.session_protection = "strong"
+
+    @login_manager.user_loader
+    def load_session_user(user_id: str) -> LoginUser | None:
+        state: AppState = app.extensions["labelandlearn"]
+        if not state.settings.accounts or not user_id.isdigit():
+            return None
+        with state.db.session() as session:
+            user = session.get(User, int(user_id))
+            if user is None or not user.is_active or user.password_hash is None:
+                return None
+            return LoginUser(user.id, user.username, user.is_admin)
 
     @login_manager.request_loader
-    def load_local_user(_request: Any) -> LoginUser:
-        # Single-user mode: every request on the loopback server acts as the local user.
+    def load_request_user(current: Any) -> LoginUser | None:
         state: AppState = app.extensions["labelandlearn"]
-        return LoginUser(state.local_user_id, LOCAL_USERNAME, True)
+        header = current.headers.get("Authorization", "")
+        if header.startswith("Bearer "):
+            info = user_for_api_token(state.db, header.removeprefix("Bearer ").strip())
+            if info is None:
+                return None
+            user = LoginUser(info.id, info.username, info.is_admin)
+            user.via_token = True
+            return user
+        if not state.settings.accounts:
+            # Single-user mode: every request on the loopback server acts as the local user.
+            return LoginUser(state.local_user_id, LOCAL_USERNAME, True)
+        return None
 
 
 def _register_blueprints(app: Flask) -> None:
     from labelandlearn.web.api import register_api
+    from labelandlearn.web.auth_pages import bp as auth_bp
     from labelandlearn.web.pages import register_pages
 
     register_api(app)
     register_pages(app)
+    app.register_blueprint(auth_bp)
 
 
 def _wants_json() -> bool:

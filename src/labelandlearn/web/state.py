@@ -19,6 +19,9 @@ class AppState:
     runner: JobRunner
     models: Any  # labelandlearn.learning.online.ModelCache
     local_user_id: int
+    login_limiter: Any  # labelandlearn.auth.ratelimit.LoginRateLimiter
+    # One-time token that the first-run page asks for before creating the first admin.
+    setup_token: str | None = None
 
 
 def state() -> AppState:

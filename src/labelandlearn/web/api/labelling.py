@@ -12,6 +12,7 @@ from labelandlearn.errors import ValidationError
 from labelandlearn.services import labelling as service
 from labelandlearn.services.projects import get_project
 from labelandlearn.storage.models import Label
+from labelandlearn.web.access import requires
 from labelandlearn.web.api.schemas import AnswerInSchema, NextItemsQuerySchema
 from labelandlearn.web.state import state
 
@@ -31,6 +32,7 @@ def _parse_ids(raw: str) -> list[int]:
 
 
 @blp.route("/projects/<int:project_id>/items/next")
+@requires("label")
 @blp.arguments(NextItemsQuerySchema, location="query")
 @blp.response(200)
 def next_items(query: dict[str, Any], project_id: int) -> dict[str, Any]:
@@ -47,6 +49,7 @@ def next_items(query: dict[str, Any], project_id: int) -> dict[str, Any]:
 
 
 @blp.route("/projects/<int:project_id>/answers", methods=["POST"])
+@requires("label")
 @blp.arguments(AnswerInSchema)
 @blp.response(201)
 def submit_answer(body: dict[str, Any], project_id: int) -> dict[str, Any]:
@@ -83,6 +86,7 @@ def submit_answer(body: dict[str, Any], project_id: int) -> dict[str, Any]:
 
 
 @blp.route("/projects/<int:project_id>/answers/undo", methods=["POST"])
+@requires("label")
 @blp.response(200)
 def undo(project_id: int) -> dict[str, Any]:
     with state().db.session() as session:
@@ -107,6 +111,7 @@ def progress(project_id: int) -> dict[str, Any]:
 
 
 @blp.route("/projects/<int:project_id>/train", methods=["POST"])
+@requires("manage")
 @blp.response(202)
 def train(project_id: int) -> dict[str, Any]:
     with state().db.session() as session:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask_login import current_user
 from flask_smorest import Blueprint
 from sqlalchemy import select
 
+from labelandlearn.auth.permissions import visible_project_ids
 from labelandlearn.services import projects as service
 from labelandlearn.storage.models import Project
+from labelandlearn.web.access import ADMIN, requires
 from labelandlearn.web.api.schemas import ProjectInSchema
 from labelandlearn.web.state import state
 
@@ -33,11 +36,16 @@ def spec_from_body(body: dict[str, Any]) -> service.ProjectSpec:
 @blp.response(200)
 def list_projects() -> dict[str, Any]:
     with state().db.session() as session:
-        projects = session.scalars(select(Project).order_by(Project.name))
+        query = select(Project).order_by(Project.name)
+        visible = visible_project_ids(session, current_user.id, current_user.is_admin)
+        if visible is not None:
+            query = query.where(Project.id.in_(visible))
+        projects = session.scalars(query)
         return {"projects": [service.project_summary(session, p) for p in projects]}
 
 
 @blp.route("/projects", methods=["POST"])
+@requires(ADMIN)
 @blp.arguments(ProjectInSchema)
 @blp.response(201)
 def create_project(body: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,1 @@
+"""Accounts: password hashing and policy, users, invites, API tokens, roles and access."""
