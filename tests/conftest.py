@@ -11,20 +11,11 @@ import pytest
 import sqlalchemy as sa
 
 from labelandlearn.storage.db import Database
+from shared_data import DATASETS, REPO_ROOT, dataset_path  # noqa: F401 - re-exported
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DATASETS = REPO_ROOT.parent / "shared" / "datasets"
 POSTGRES_URL = os.environ.get(
     "LABELANDLEARN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
-
-
-def dataset_path(*parts: str) -> Path:
-    """Return a file of the shared datasets folder, or skip the test when it is absent."""
-    path = DATASETS.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"shared dataset {path} is not present on this machine")
-    return path
 
 
 def _postgres_reachable() -> bool:

@@ -9,7 +9,7 @@ from sqlalchemy import func, select, update
 
 from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
 from labelandlearn.services import labelling
-from labelandlearn.services.labelling import AnswerInput, training_label
+from labelandlearn.services.labelling import AnswerInput
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Answer, Item, Label, Lease, Project, User
 
@@ -225,23 +225,3 @@ def test_live_accuracy_per_label(db: Database) -> None:
     assert live["per_label"]["a"] == {"answers": 1, "accuracy": 1.0}
     assert live["per_label"]["b"]["accuracy"] == pytest.approx(2 / 3)
     assert len(live["series"]) == 4
-
-
-@pytest.mark.parametrize(
-    ("votes", "gold", "overlap", "single", "expected"),
-    [
-        ([1, 1, 2], None, 3, True, 1),
-        ([1, 2], None, 2, True, None),
-        ([1, 2], 2, 2, True, 2),
-        ([1], None, 2, False, None),
-        ([1], None, 2, True, 1),
-        ([1], None, 1, False, 1),
-        ([], None, 1, True, None),
-    ],
-)
-def test_training_label_rule(
-    votes: list[int], gold: int | None, overlap: int, single: bool, expected: int | None
-) -> None:
-    assert (
-        training_label(votes, gold, overlap=overlap, train_on_single_answers=single) == expected
-    )

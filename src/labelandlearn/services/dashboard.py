@@ -139,9 +139,7 @@ def model_filename(project_name: str, version: int) -> str:
     return f"{stem[:80]}-v{version}{MODEL_FILE_SUFFIX}"
 
 
-def model_weights(
-    db: Database, project_id: int, version: int | None = None
-) -> tuple[bytes, str]:
+def model_weights(db: Database, project_id: int, version: int | None = None) -> tuple[bytes, str]:
     """Return a model file's bytes and download name: the current model, or ``version``.
 
     Raises NotFoundError when the project has no such model.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ from labelandlearn.jobs.base import JobRunner
 from labelandlearn.services import queue
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Answer, Item, Job, Label, ModelVersion, Project
+from labelandlearn.team.review import refresh_training_labels
 
 logger = logging.getLogger(__name__)
 
@@ -126,47 +126,11 @@ def _answer_payload(answer: Answer, labels: dict[int, Label]) -> dict[str, Any]:
     }
 
 
-def training_label(
-    votes: list[int], gold: int | None, *, overlap: int, train_on_single_answers: bool
-) -> int | None:
-    """Return the label that training uses for an item, or None while it waits.
-
-    A reviewer's gold label wins; otherwise the majority of the answers, where a tie waits
-    for review. With an overlap above 1, an item with a single answer counts only when the
-    project allows it.
-    """
-    if gold is not None:
-        return gold
-    if not votes:
-        return None
-    if len(votes) == 1 and overlap > 1 and not train_on_single_answers:
-        return None
-    counts = Counter(votes).most_common()
-    if len(counts) > 1 and counts[0][1] == counts[1][1]:
-        return None
-    return counts[0][0]
-
-
 def refresh_item(session: Session, item: Item, project: Project) -> None:
     """Recompute the item's answer count, done flag and training label from its answers."""
-    rows = session.execute(
-        select(Answer.label_id, Answer.source, Answer.created_at)
-        .where(Answer.item_id == item.id, Answer.label_id.is_not(None))
-        .order_by(Answer.created_at)
-    ).all()
-    gold = next((row.label_id for row in reversed(rows) if row.source == "review"), None)
-    votes = [row.label_id for row in rows if row.source != "review"]
-    item.n_answers = sum(1 for row in rows if row.source == "labeller")
-    item.reviewed = gold is not None
-    imported = any(row.source == "import" for row in rows)
-    item.done = item.reviewed or imported or item.n_answers >= project.overlap
-    item.label_id = training_label(
-        votes,
-        gold,
-        overlap=project.overlap,
-        train_on_single_answers=project.train_on_single_answers,
-    )
-    item.labelled_at = rows[-1].created_at if item.label_id is not None and rows else None
+    session.flush()
+    refresh_training_labels(session, project, [item.id])
+    session.expire(item)
 
 
 def submit_answer(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session
 
 from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
@@ -48,13 +48,15 @@ class ProjectSpec:
     model_name: str = "tfidf-linear"
     strategy_name: str = "margin"
     retrain_every: int = 50
-    extra: dict[str, Any] = field(default_factory=dict)
+    overlap: int = 1
+    lease_seconds: int = 1800
+    train_on_single_answers: bool = True
 
 
 def _model_names() -> list[str]:
-    from labelandlearn.learning.base import MODEL_RECIPES
+    from labelandlearn.learning.base import recipe_names
 
-    return sorted(MODEL_RECIPES)
+    return recipe_names()
 
 
 def _strategy_names() -> list[str]:
@@ -136,6 +138,12 @@ def _check_settings(spec: ProjectSpec) -> None:
             f"unknown query strategy {spec.strategy_name!r}; "
             f"choose one of: {', '.join(_strategy_names())}"
         )
+    if not 1 <= spec.overlap <= 50:
+        raise ValidationError(f"overlap must be between 1 and 50 annotators, got {spec.overlap}")
+    if not 10 <= spec.lease_seconds <= 7 * 24 * 3600:
+        raise ValidationError(
+            f"lease_seconds must be between 10 and 604800 seconds, got {spec.lease_seconds}"
+        )
     if not 1 <= spec.retrain_every <= 100_000:
         raise ValidationError(
             f"retrain_every must be between 1 and 100000 answers, got {spec.retrain_every}"
@@ -185,6 +193,9 @@ def create_project(db: Database, spec: ProjectSpec) -> int:
             model_name=spec.model_name,
             strategy_name=spec.strategy_name,
             retrain_every=spec.retrain_every,
+            overlap=spec.overlap,
+            lease_seconds=spec.lease_seconds,
+            train_on_single_answers=spec.train_on_single_answers,
             labels=[
                 Label(name=label.name, key=label.key, color=label.color, position=index)
                 for index, label in enumerate(labels)
@@ -214,6 +225,20 @@ def update_project(db: Database, project_id: int, spec: ProjectSpec) -> None:
         project.model_name = spec.model_name
         project.strategy_name = spec.strategy_name
         project.retrain_every = spec.retrain_every
+        overlap_changed = project.overlap != spec.overlap
+        project.overlap = spec.overlap
+        project.lease_seconds = spec.lease_seconds
+        project.train_on_single_answers = spec.train_on_single_answers
+        if overlap_changed:
+            session.execute(
+                update(Item)
+                .where(
+                    Item.project_id == project_id,
+                    Item.reviewed.is_(False),
+                    ~exists().where(Answer.item_id == Item.id, Answer.source == "import"),
+                )
+                .values(done=Item.n_answers >= spec.overlap)
+            )
 
         existing = {label.id: label for label in project.labels}
         kept_ids = {label.id for label in labels if label.id is not None}
@@ -290,6 +315,9 @@ def project_summary(session: Session, project: Project) -> dict[str, Any]:
         "model_name": project.model_name,
         "strategy_name": project.strategy_name,
         "retrain_every": project.retrain_every,
+        "overlap": project.overlap,
+        "lease_seconds": project.lease_seconds,
+        "train_on_single_answers": project.train_on_single_answers,
         "current_model_id": project.current_model_id,
         "labels": [
             {"id": label.id, "name": label.name, "key": label.key, "color": label.color}

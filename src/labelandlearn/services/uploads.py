@@ -3,6 +3,9 @@
 An upload is kept until its import finishes or fails, so the user can map columns between
 uploading and importing. The original file name is kept in ``upload.json`` beside the file and
 never used as a path, so a name like ``../../x`` cannot write outside the upload folder.
+
+NOTE: the import job deletes the uploaded file but leaves its folder with ``upload.json``, and
+an upload that is never imported stays until someone deletes it; nothing cleans these up yet.
 """
 
 from __future__ import annotations

@@ -1,0 +1,184 @@
+"""Simulated annotators: each logs in and submits answers over HTTP with retries and doubles.
+
+Used by ``benchmarks/load_test.py`` (the full measurement) and by the shorter test in
+``tests/test_load.py``. Requests go only to the server URL given, on this machine.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import re
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
+from urllib.parse import urlencode, urlsplit
+
+CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
+CSRF_INPUT = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
+
+
+@dataclass
+class AnnotatorResult:
+    username: str
+    stored_answer_ids: set[str] = field(default_factory=set)
+    latencies_ms: list[float] = field(default_factory=list)
+    doubled: int = 0
+    retried: int = 0
+    conflicts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Annotator:
+    """One browser-like client: cookie session, CSRF token, keep-alive connection."""
+
+    def __init__(self, base_url: str, username: str, password: str, seed: int) -> None:
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.username, self.password = username, password
+        self.cookies: dict[str, str] = {}
+        self.csrf = ""
+        self.random = random.Random(seed)
+        self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        all_headers = dict(headers or {})
+        if self.cookies:
+            all_headers["Cookie"] = "; ".join(f"{k}={v}" for k, v in self.cookies.items())
+        if self.csrf:
+            all_headers["X-CSRFToken"] = self.csrf
+        for attempt in range(3):
+            try:
+                self.connection.request(method, path, body=body, headers=all_headers)
+                response = self.connection.getresponse()
+                data = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException):
+                self.connection.close()
+                self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
+                if attempt == 2:
+                    raise
+        for header in response.headers.get_all("Set-Cookie") or []:
+            cookie = SimpleCookie()
+            cookie.load(header)
+            for key, morsel in cookie.items():
+                self.cookies[key] = morsel.value
+        return response.status, data
+
+    def login(self) -> None:
+        status, page = self.request("GET", "/login")
+        match = CSRF_INPUT.search(page.decode()) or CSRF_META.search(page.decode())
+        if status != 200 or match is None:
+            raise RuntimeError(f"login page returned {status}")
+        form = urlencode(
+            {"csrf_token": match.group(1), "username": self.username, "password": self.password}
+        ).encode()
+        status, _ = self.request(
+            "POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"}
+        )
+        if status not in (302, 303):
+            raise RuntimeError(f"login of {self.username} failed with HTTP {status}")
+        status, page = self.request("GET", "/account")
+        match = CSRF_META.search(page.decode())
+        if match is None:
+            raise RuntimeError(f"no CSRF token after login (HTTP {status})")
+        self.csrf = match.group(1)
+
+    def post_json(self, path: str, payload: dict[str, object]) -> tuple[int, dict[str, object]]:
+        status, data = self.request(
+            "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        )
+        return status, json.loads(data or b"{}")
+
+    def run(
+        self,
+        project_id: int,
+        label_ids: list[int],
+        answers: int,
+        result: AnnotatorResult,
+        deadline: float,
+        double_rate: float = 0.1,
+        retry_rate: float = 0.1,
+    ) -> None:
+        """Submit ``answers`` answers; some are sent twice, some again as a retry."""
+        while len(result.stored_answer_ids) < answers and time.monotonic() < deadline:
+            started = time.perf_counter()
+            status, data = self.request("GET", f"/api/v1/projects/{project_id}/items/next?limit=1")
+            if status != 200:
+                result.errors.append(f"next item: HTTP {status}")
+                continue
+            items = json.loads(data)["items"]
+            if not items:
+                result.errors.append("queue empty")
+                break
+            payload = {
+                "id": str(uuid.uuid4()),
+                "item_id": items[0]["id"],
+                "label_id": self.random.choice(label_ids),
+                "duration_ms": self.random.randint(500, 4000),
+            }
+            path = f"/api/v1/projects/{project_id}/answers"
+            status, body = self.post_json(path, payload)
+            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+            roll = self.random.random()
+            if roll < double_rate:
+                result.doubled += 1
+                again_status, again = self.post_json(path, payload)
+                if again_status not in (200, 201) or again.get("created") is not False:
+                    result.errors.append(f"doubled request: HTTP {again_status} {again}")
+            elif roll < double_rate + retry_rate:
+                # A client that timed out waits and sends the same answer again.
+                result.retried += 1
+                time.sleep(0.01)
+                status, body = self.post_json(path, payload)
+            if status in (200, 201):
+                result.stored_answer_ids.add(str(body["id"]))
+            elif status == 409:
+                result.conflicts += 1
+            else:
+                result.errors.append(f"answer: HTTP {status} {body}")
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def run_load(
+    base_url: str,
+    project_id: int,
+    label_ids: list[int],
+    credentials: list[tuple[str, str]],
+    answers_per_user: int,
+    time_limit_s: float = 300.0,
+) -> tuple[list[AnnotatorResult], float]:
+    """Run every annotator in its own thread; return their results and the wall time."""
+    results = [AnnotatorResult(username) for username, _ in credentials]
+    annotators = [
+        Annotator(base_url, username, password, seed)
+        for seed, (username, password) in enumerate(credentials)
+    ]
+    for annotator in annotators:
+        annotator.login()
+    deadline = time.monotonic() + time_limit_s
+    threads = [
+        threading.Thread(
+            target=annotator.run,
+            args=(project_id, label_ids, answers_per_user, result, deadline),
+        )
+        for annotator, result in zip(annotators, results, strict=True)
+    ]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results, time.perf_counter() - started

@@ -1,0 +1,1 @@
+"""Teams: agreement between annotators, imported annotations, review and team figures."""
