@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from conftest import dataset_path
+from shared_data import dataset_path
 from labelandlearn.errors import ValidationError
 from labelandlearn.team.agreement import (
     Ratings,

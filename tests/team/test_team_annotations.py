@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 from team_helpers import import_items, make_project, small_project, write_csv
 
-from conftest import dataset_path
+from shared_data import dataset_path
 from labelandlearn.errors import ImportFormatError, ValidationError
 from labelandlearn.ingest.importer import import_file
 from labelandlearn.ingest.mapping import ColumnMapping

@@ -112,10 +112,10 @@ def _non_ascii_sample(path: Path) -> bytes:
     parts: list[bytes] = []
     size = 0
     with path.open("rb") as handle:
-        for line in handle:
+        while line := handle.readline(DETECTION_SAMPLE_BYTES):
             if line.isascii():
                 continue
-            parts.append(line[:DETECTION_SAMPLE_BYTES])
+            parts.append(line)
             size += len(parts[-1])
             if size >= DETECTION_SAMPLE_BYTES:
                 break

@@ -1,0 +1,57 @@
+"""The ``import`` job: import an uploaded file in the background and store its report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from labelandlearn.errors import ValidationError
+from labelandlearn.ingest.importer import import_file
+from labelandlearn.ingest.mapping import ColumnMapping
+from labelandlearn.jobs.base import JobContext, job_handler
+
+logger = logging.getLogger(__name__)
+
+
+def mapping_from_params(params: dict[str, Any]) -> ColumnMapping:
+    """Build the column mapping from a job's ``mapping`` dict, or from its top-level keys."""
+    source = params.get("mapping") or params
+    text_column = source.get("text_column")
+    if not text_column:
+        raise ValidationError("the import job needs text_column, the column holding the text")
+    label_map = source.get("label_map") or None
+    return ColumnMapping(
+        text_column=str(text_column),
+        id_column=source.get("id_column") or None,
+        label_column=source.get("label_column") or None,
+        label_map={str(key): str(value) for key, value in label_map.items()} if label_map else None,
+    )
+
+
+@job_handler("import")
+def run_import_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    """Import ``params["path"]`` into the job's project and return the import report.
+
+    Params: path, filename, the mapping (as ``mapping`` or as text_column, id_column,
+    label_column and label_map), duplicates ("skip" or "keep") and delete_after, which removes
+    the file once the import finished or failed.
+    """
+    path = Path(str(params.get("path", "")))
+    try:
+        if context.project_id is None:
+            raise ValidationError("an import job needs a project")
+        report = import_file(
+            context.db,
+            context.project_id,
+            path,
+            params.get("filename") or path.name,
+            mapping_from_params(params),
+            duplicates=params.get("duplicates") or "skip",
+            progress=context.progress,
+        )
+    finally:
+        if params.get("delete_after"):
+            path.unlink(missing_ok=True)
+            logger.debug("deleted imported file %s", path)
+    return report.as_dict()
