@@ -45,7 +45,11 @@ class Annotator:
         self.connection = http.client.HTTPConnection(self.host, self.port, timeout=30)
 
     def request(
-        self, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, bytes]:
         all_headers = dict(headers or {})
         if self.cookies:

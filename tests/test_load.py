@@ -36,8 +36,10 @@ def _prepare(db: Database, n_items: int) -> tuple[int, list[int], list[tuple[str
             name="load",
             overlap=1,
             retrain_every=100_000,
-            labels=[Label(name=name, key=str(i + 1), position=i)
-                    for i, name in enumerate(("negative", "useless", "positive"))],
+            labels=[
+                Label(name=name, key=str(i + 1), position=i)
+                for i, name in enumerate(("negative", "useless", "positive"))
+            ],
         )
         session.add(project)
         session.flush()
@@ -66,7 +68,7 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Database]]:
     settings = Settings(data_dir=tmp_path, database_url=database_url, accounts=True)
     db = Database(database_url)
     db.upgrade()
-    users.create_user(db, "admin", "admin password 12", is_admin=True)
+    users.create_user(db, "admin", "load test secret 12", is_admin=True)
     app = create_app(settings, db=db, runner=InProcessRunner(db, threads=1))
     server = create_server(app, host="127.0.0.1", port=0, threads=16)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -92,9 +94,10 @@ def test_twenty_annotators_store_every_answer_once(served: tuple[str, Database])
     with db.session() as session:
         stored_ids = set(session.scalars(select(Answer.id)))
         most_answers = session.scalar(
-            select(func.count(Answer.id)).group_by(Answer.item_id).order_by(
-                func.count(Answer.id).desc()
-            ).limit(1)
+            select(func.count(Answer.id))
+            .group_by(Answer.item_id)
+            .order_by(func.count(Answer.id).desc())
+            .limit(1)
         )
         done = session.scalar(select(func.count()).select_from(Item).where(Item.done.is_(True)))
     assert stored_ids == client_ids

@@ -67,7 +67,9 @@ def _project(db: Database, name: str, labels: list[str], texts: list[str], overl
             name=name,
             overlap=overlap,
             retrain_every=10_000,
-            labels=[Label(name=label, key=str(i + 1), position=i) for i, label in enumerate(labels)],
+            labels=[
+                Label(name=label, key=str(i + 1), position=i) for i, label in enumerate(labels)
+            ],
         )
         session.add(project)
         session.flush()
@@ -111,9 +113,7 @@ def test_two_annotators_never_see_same_item(browser: Any, accounts_server: LiveS
         with db.session() as session:
             set_membership(session, project_id, user_id, "annotator")
 
-    pages = [
-        _login(browser.new_context(), accounts_server, name) for name in ("anna", "bert")
-    ]
+    pages = [_login(browser.new_context(), accounts_server, name) for name in ("anna", "bert")]
     for page in pages:
         page.goto(f"{accounts_server.url}/projects/{project_id}/label")
     seen: list[list[str]] = [[], []]

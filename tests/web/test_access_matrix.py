@@ -193,5 +193,10 @@ def test_allows_api_token_without_csrf(world: dict[str, Any]) -> None:
         headers={"Authorization": f"Bearer {token}"},
     )
     assert response.status_code == 201
-    assert client.get(f"/api/v1/projects/{world['other']['project_id']}",
-                      headers={"Authorization": f"Bearer {token}"}).status_code == 404
+    assert (
+        client.get(
+            f"/api/v1/projects/{world['other']['project_id']}",
+            headers={"Authorization": f"Bearer {token}"},
+        ).status_code
+        == 404
+    )

@@ -83,6 +83,9 @@ class ItemInserter:
 
     def insert(self, rows: Sequence[tuple[Any, ...]]) -> None:
         """Insert rows of (external_id, text, text_hash, meta, position, label_id, done)."""
+        if not rows:
+            # An executemany with no parameter sets runs the statement once without bindings.
+            return
         constants = tuple(self._constant_values.values())
         process_meta: Callable[[Any], Any] = self._meta_processor or (lambda value: value)
         params = [

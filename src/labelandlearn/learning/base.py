@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeAlias, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,7 +33,7 @@ from labelandlearn.errors import LabelAndLearnError, ValidationError
 
 logger = logging.getLogger(__name__)
 
-Features = sp.csr_matrix | np.ndarray
+Features: TypeAlias = sp.csr_matrix | np.ndarray
 ProgressCallback = Callable[[float, str], None]
 ArrayState = dict[str, np.ndarray]
 
@@ -90,7 +90,7 @@ class Featurizer(ABC):
         """Rebuild a featurizer from the output of ``get_state``."""
 
 
-class Classifier(BaseEstimator, ABC):  # type: ignore[misc]
+class Classifier(BaseEstimator, ABC):
     """A probabilistic classifier on integer class indices, with scikit-learn's contract.
 
     ``y`` holds indices into the model's label list. ``classes_`` holds the indices seen in
@@ -166,7 +166,7 @@ def _load_builtin_components() -> None:
     import labelandlearn.learning.featurizers  # noqa: F401
     import labelandlearn.learning.recipes  # noqa: F401
 
-    for module in ("embeddings", "neural", "auto"):
+    for module in ("embeddings", "neural", "calibration", "auto"):
         try:
             __import__(f"labelandlearn.learning.{module}")
         except ImportError as exc:
@@ -184,12 +184,12 @@ def _lookup(registry: Mapping[str, Any], kind: str, name: str) -> Any:
 
 def get_featurizer_class(name: str) -> type[Featurizer]:
     """Return the featurizer class registered as ``name``; ValidationError lists the names."""
-    return _lookup(_FEATURIZERS, "featurizer", name)  # type: ignore[no-any-return]
+    return _lookup(_FEATURIZERS, "featurizer", name)
 
 
 def get_classifier_class(name: str) -> type[Classifier]:
     """Return the classifier class registered as ``name``; ValidationError lists the names."""
-    return _lookup(_CLASSIFIERS, "classifier", name)  # type: ignore[no-any-return]
+    return _lookup(_CLASSIFIERS, "classifier", name)
 
 
 def make_featurizer(name: str, **params: Any) -> Featurizer:
@@ -348,7 +348,7 @@ class TextModel:
         arrays = {f"featurizer.{k}": v for k, v in featurizer_arrays.items()}
         arrays.update({f"classifier.{k}": v for k, v in classifier_arrays.items()})
         npz = io.BytesIO()
-        np.savez(npz, **arrays)
+        np.savez(npz, **arrays)  # type: ignore[arg-type]
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
             zf.writestr(MODEL_JSON, json.dumps(document, indent=2, sort_keys=True))
@@ -409,9 +409,10 @@ def _read_model_archive(data: bytes) -> tuple[dict[str, Any], dict[str, np.ndarr
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = set(zf.namelist())
         if MODEL_JSON not in names or ARRAYS_NPZ not in names:
+            contents = ", ".join(sorted(names)) or "nothing"
             raise ModelFileError(
                 "not a Label and Learn model file: the archive lacks "
-                f"{MODEL_JSON} or {ARRAYS_NPZ} (it contains: {', '.join(sorted(names)) or 'nothing'})"
+                f"{MODEL_JSON} or {ARRAYS_NPZ} (it contains: {contents})"
             )
         total = sum(info.file_size for info in zf.infolist())
         if total > MAX_MODEL_UNCOMPRESSED_BYTES:

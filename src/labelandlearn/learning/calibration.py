@@ -55,7 +55,7 @@ class ReliabilityCurve:
 def reliability_curve(proba: np.ndarray, y: np.ndarray, n_bins: int = 10) -> ReliabilityCurve:
     """Bin the top-label confidence of ``proba`` into ``n_bins`` equal-width bins.
 
-    ``y`` holds column indices of ``proba``. Empty bins have None confidence and accuracy.
+    ``y`` contains column indices of ``proba``. Empty bins have None confidence and accuracy.
     """
     proba = np.asarray(proba, dtype=np.float64)
     y = np.asarray(y)

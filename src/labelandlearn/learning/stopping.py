@@ -132,7 +132,7 @@ def curve_point(n_labels: int, fold_scores: Sequence[float]) -> CurvePoint:
 def learning_curve(versions: Sequence[tuple[int, Sequence[float]]]) -> list[CurvePoint]:
     """Return one point per model version, sorted by number of labels.
 
-    ``versions`` holds (n_labels, fold scores) pairs. Several versions at the same number of
+    ``versions`` contains (n_labels, fold scores) pairs. Several versions at the same number of
     labels (a retrain without new answers) are merged into one point with all their folds.
     """
     merged: dict[int, list[float]] = {}
@@ -254,7 +254,7 @@ def stopping_signal(
 ) -> StoppingSignal:
     """Judge from the learning curve and the prediction changes whether to keep labelling.
 
-    ``versions`` holds (n_labels, cross-validation fold scores) per model version, ``kappas``
+    ``versions`` contains (n_labels, cross-validation fold scores) per model version, ``kappas``
     the kappa between each pair of successive versions on the unlabelled pool, oldest first.
     Rules: an estimated gain of at least 0.01 macro-F1 from the next ``extra_labels`` labels is
     "still improving"; a gain under 0.0025 with stable predictions (or too few comparisons to

@@ -60,9 +60,9 @@ def _model_names() -> list[str]:
 
 
 def _strategy_names() -> list[str]:
-    from labelandlearn.learning.strategies import STRATEGIES
+    from labelandlearn.learning.strategies import strategy_names
 
-    return sorted(STRATEGIES)
+    return strategy_names()
 
 
 def normalise_labels(specs: list[LabelSpec]) -> list[LabelSpec]:

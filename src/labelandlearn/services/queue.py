@@ -20,6 +20,7 @@ from labelandlearn.storage.models import Answer, Item, Lease, Project
 # How many queue candidates to look at per requested item before giving up; candidates can be
 # lost to other annotators between the query and the claim.
 CANDIDATE_FACTOR = 4
+CLAIM_ROUNDS = 4
 
 
 def utcnow() -> datetime:
@@ -130,24 +131,33 @@ def lease_items(
 
     answered = exists().where(and_(Answer.item_id == Item.id, Answer.user_id == user_id))
     holds = exists().where(and_(Lease.item_id == Item.id, Lease.user_id == user_id))
-    skip_ids = excluded + [item.id for item in items]
-    candidates_query = (
-        select(Item)
-        .where(
-            Item.project_id == project.id,
-            Item.done.is_(False),
-            ~answered,
-            ~holds,
-            active_slots(now) < project.overlap,
+    tried = excluded + [item.id for item in items]
+    window = (limit - len(items)) * CANDIDATE_FACTOR
+    # Other annotators may claim the top candidates between the query and the claim; each
+    # round looks further down the queue, so a busy project still hands out items.
+    for _round in range(CLAIM_ROUNDS):
+        candidates_query = (
+            select(Item)
+            .where(
+                Item.project_id == project.id,
+                Item.done.is_(False),
+                ~answered,
+                ~holds,
+                active_slots(now) < project.overlap,
+            )
+            .order_by(Item.score.desc(), Item.position)
+            .limit(window)
         )
-        .order_by(Item.score.desc(), Item.position)
-        .limit((limit - len(items)) * CANDIDATE_FACTOR)
-    )
-    if skip_ids:
-        candidates_query = candidates_query.where(Item.id.not_in(skip_ids))
-    for item in session.scalars(candidates_query).all():
-        if claim_slot(session, project, item.id, user_id, expires_at):
-            items.append(item)
-            if len(items) >= limit:
-                break
+        if tried:
+            candidates_query = candidates_query.where(Item.id.not_in(tried))
+        candidates = session.scalars(candidates_query).all()
+        for item in candidates:
+            tried.append(item.id)
+            if claim_slot(session, project, item.id, user_id, expires_at):
+                items.append(item)
+                if len(items) >= limit:
+                    return items
+        if len(candidates) < window:
+            break
+        window *= 4
     return items

@@ -104,9 +104,7 @@ def check_request_access() -> Any:
         project_id = _project_of_request(session, request.view_args or {})
         if project_id is None:
             return None
-        require_project_access(
-            session, current_user.id, current_user.is_admin, project_id, action
-        )
+        require_project_access(session, current_user.id, current_user.is_admin, project_id, action)
     return None
 
 

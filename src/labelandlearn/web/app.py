@@ -152,8 +152,16 @@ def create_app(
     _register_blueprints(app)
     _register_error_handlers(app)
     app.after_request(_security_headers)
-    logger.info("app ready: database %s, %s job runner", db.engine.url.render_as_string(
-        hide_password=True), settings.job_runner)
+
+    @app.context_processor
+    def inject_accounts() -> dict[str, Any]:
+        return {"accounts_enabled": settings.accounts}
+
+    logger.info(
+        "app ready: database %s, %s job runner",
+        db.engine.url.render_as_string(hide_password=True),
+        settings.job_runner,
+    )
     return app
 
 
@@ -161,7 +169,10 @@ def _setup_login(app: Flask) -> None:
     from labelandlearn.auth.users import user_for_api_token
 
     login_manager = LoginManager(app)
-    login_manager.session_protection = "strong"
+    state: AppState = app.extensions["labelandlearn"]
+    # "strong" drops the session when the client's address or browser changes; single-user
+    # mode has no login session to protect.
+    login_manager.session_protection = "strong" if state.settings.accounts else None
 
     @login_manager.user_loader
     def load_session_user(user_id: str) -> LoginUser | None:
@@ -199,6 +210,9 @@ def _register_blueprints(app: Flask) -> None:
     register_api(app)
     register_pages(app)
     app.register_blueprint(auth_bp)
+    from labelandlearn.web.team_pages import bp as team_bp
+
+    app.register_blueprint(team_bp)
 
 
 def _wants_json() -> bool:

@@ -247,9 +247,7 @@ def admin_users() -> Any:
     except LabelAndLearnError as error:
         flash(str(error), "error")
     with state().db.session() as session:
-        all_users = list(
-            session.scalars(select(User).where(User.username != users.LOCAL_USERNAME))
-        )
+        all_users = list(session.scalars(select(User).where(User.username != users.LOCAL_USERNAME)))
     return render_template(
         "auth/users.html",
         user_form=user_form,

@@ -12,7 +12,7 @@ def register_api(app: Flask) -> Api:
     api = Api(app)
     for module in (projects, labelling, jobs):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
-    for module_name in ("imports", "exports", "models"):
+    for module_name in ("imports", "exports", "models", "team"):
         module = _optional_module(module_name)
         if module is not None:
             api.register_blueprint(module.blp, url_prefix="/api/v1")

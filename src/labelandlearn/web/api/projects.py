@@ -29,6 +29,9 @@ def spec_from_body(body: dict[str, Any]) -> service.ProjectSpec:
         model_name=body.get("model_name") or "tfidf-linear",
         strategy_name=body.get("strategy_name") or "margin",
         retrain_every=body.get("retrain_every") or 50,
+        overlap=body.get("overlap") or 1,
+        lease_seconds=body.get("lease_seconds") or 1800,
+        train_on_single_answers=body.get("train_on_single_answers", True),
     )
 
 

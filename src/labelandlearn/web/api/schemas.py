@@ -22,6 +22,14 @@ class ProjectInSchema(Schema):
     model_name = fields.String(load_default="tfidf-linear")
     strategy_name = fields.String(load_default="margin")
     retrain_every = fields.Integer(load_default=50)
+    overlap = fields.Integer(load_default=1, metadata={"description": "annotators per item"})
+    lease_seconds = fields.Integer(
+        load_default=1800, metadata={"description": "how long a handed-out item stays reserved"}
+    )
+    train_on_single_answers = fields.Boolean(
+        load_default=True,
+        metadata={"description": "with overlap above 1, train on items with one answer"},
+    )
 
 
 class NextItemsQuerySchema(Schema):
@@ -30,12 +38,18 @@ class NextItemsQuerySchema(Schema):
 
 
 class AnswerInSchema(Schema):
-    id = fields.String(load_default=None, allow_none=True,
-                       metadata={"description": "client-generated UUID; makes retries safe"})
+    id = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "client-generated UUID; makes retries safe"},
+    )
     item_id = fields.Integer(required=True)
     label_id = fields.Integer(load_default=None, allow_none=True)
-    label = fields.String(load_default=None, allow_none=True,
-                          metadata={"description": "label name, instead of label_id"})
+    label = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "label name, instead of label_id"},
+    )
     skip = fields.Boolean(load_default=False)
     replace = fields.Boolean(load_default=False)
     predicted_label_id = fields.Integer(load_default=None, allow_none=True)
@@ -46,3 +60,24 @@ class AnswerInSchema(Schema):
 
 class TrainInSchema(Schema):
     pass
+
+
+class ImportInSchema(Schema):
+    upload_id = fields.String(
+        required=True, metadata={"description": "id returned by the upload endpoint"}
+    )
+    text_column = fields.String(required=True)
+    id_column = fields.String(load_default=None, allow_none=True)
+    label_column = fields.String(load_default=None, allow_none=True)
+    label_map = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "label column value -> label name"},
+    )
+    duplicates = fields.String(load_default="skip", validate=validate.OneOf(["skip", "keep"]))
+
+
+class ExportInSchema(Schema):
+    format = fields.String(load_default="csv", validate=validate.OneOf(["csv", "jsonl"]))

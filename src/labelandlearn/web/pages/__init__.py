@@ -6,6 +6,8 @@ from flask import Flask
 
 
 def register_pages(app: Flask) -> None:
-    from labelandlearn.web.pages import projects
+    from labelandlearn.web.pages import dashboard, filters, imports, labelling, projects
 
-    app.register_blueprint(projects.bp)
+    for module in (projects, dashboard, imports, labelling):
+        app.register_blueprint(module.bp)
+    filters.register_filters(app)

@@ -1,22 +1,110 @@
-"""Project pages: the list of projects."""
+"""Project pages: list, create, edit and delete (with a confirmation page)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, render_template
-from sqlalchemy import select
+import logging
 
-from labelandlearn.services.projects import project_summary
+from flask import Blueprint, flash, redirect, render_template, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from labelandlearn.auth.permissions import visible_project_ids
+from labelandlearn.errors import LabelAndLearnError
+from labelandlearn.services import projects as service
 from labelandlearn.storage.models import Project
+from labelandlearn.web.access import ADMIN, requires
+from labelandlearn.web.pages.forms import DeleteForm, ProjectForm, default_label_rows
 from labelandlearn.web.state import state
 
+logger = logging.getLogger(__name__)
+
 bp = Blueprint("projects", __name__)
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """Return (recipe name, description) pairs of the models a project can use."""
+    from labelandlearn.learning.base import MODEL_RECIPES, recipe_names
+
+    choices = []
+    for name in recipe_names():
+        description = MODEL_RECIPES[name].description
+        choices.append((name, f"{name}: {description}" if description else name))
+    return choices
+
+
+def strategy_choices() -> list[tuple[str, str]]:
+    """Return (name, name) pairs of the registered query strategies."""
+    from labelandlearn.learning.strategies import strategy_names
+
+    return [(name, name) for name in strategy_names()]
+
+
+def _project_form() -> ProjectForm:
+    form = ProjectForm()
+    form.set_choices(model_choices(), strategy_choices())
+    return form
+
+
+def _summary(project_id: int) -> dict[str, object]:
+    with state().db.session() as session:
+        return service.project_summary(session, service.get_project(session, project_id))
 
 
 @bp.route("/")
 def index() -> str:
     with state().db.session() as session:
-        projects = [
-            project_summary(session, project)
-            for project in session.scalars(select(Project).order_by(Project.name))
-        ]
+        query = select(Project).order_by(Project.name)
+        visible = visible_project_ids(session, current_user.id, current_user.is_admin)
+        if visible is not None:
+            query = query.where(Project.id.in_(visible))
+        projects = [service.project_summary(session, project) for project in session.scalars(query)]
     return render_template("projects/index.html", projects=projects)
+
+
+@bp.route("/projects/new", methods=["GET", "POST"])
+@requires(ADMIN)
+def create() -> str | Response:
+    form = _project_form()
+    error = None
+    if form.validate_on_submit():
+        try:
+            project_id = service.create_project(state().db, form.to_spec())
+        except LabelAndLearnError as exc:
+            error = str(exc)
+        else:
+            flash(f"Project {form.name.data} created. Import a file to add items.", "success")
+            return redirect(url_for("imports.upload_page", project_id=project_id))
+    default_label_rows(form)
+    return render_template("projects/form.html", form=form, error=error, project=None)
+
+
+@bp.route("/projects/<int:project_id>/edit", methods=["GET", "POST"])
+@requires("manage")
+def edit(project_id: int) -> str | Response:
+    summary = _summary(project_id)
+    form = _project_form()
+    error = None
+    if form.validate_on_submit():
+        try:
+            service.update_project(state().db, project_id, form.to_spec())
+        except LabelAndLearnError as exc:
+            error = str(exc)
+        else:
+            flash("Project settings saved.", "success")
+            return redirect(url_for("dashboard.show", project_id=project_id))
+    elif not form.is_submitted():
+        form.fill_from_summary(summary)
+    return render_template("projects/form.html", form=form, error=error, project=summary)
+
+
+@bp.route("/projects/<int:project_id>/delete", methods=["GET", "POST"])
+@requires("manage")
+def delete(project_id: int) -> str | Response:
+    summary = _summary(project_id)
+    form = DeleteForm()
+    if form.validate_on_submit():
+        service.delete_project(state().db, project_id)
+        flash(f"Project {summary['name']} deleted.", "success")
+        return redirect(url_for("projects.index"))
+    return render_template("projects/delete.html", form=form, project=summary)

@@ -1,0 +1,314 @@
+"""The "auto" model: picks featurizer and classifier by cross-validated macro-F1.
+
+Each candidate recipe is scored by stratified k-fold cross-validation on the labelled items.
+Featurizers are unsupervised (TF-IDF is fitted on all texts, embeddings are fixed), so each
+featurizer runs once and only the classifier is refitted per fold. Candidates run cheapest
+first; when the time budget is spent, the rest are skipped and listed as skipped. The winner is
+refitted on all labelled items, and its model records the table of candidates.
+
+Candidates that need embeddings run only when the backend is installed and, unless
+``embeddings="compute"``, only when every labelled text already has a cached vector, so the
+automatic choice never blocks on embedding a large project.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from labelandlearn.errors import NotEnoughLabelsError
+from labelandlearn.learning.base import (
+    Features,
+    ModelRecipe,
+    ProgressCallback,
+    TextModel,
+    make_classifier,
+    make_featurizer,
+    register_recipe,
+)
+from labelandlearn.learning.embeddings import (
+    DEFAULT_BACKEND,
+    DEFAULT_MODELS,
+    backend_available,
+    count_missing,
+    default_cache_folder,
+)
+from labelandlearn.learning.recipes import TFIDF_PARAMS
+
+logger = logging.getLogger(__name__)
+
+AUTO_RECIPE = "auto"
+DEFAULT_TIME_BUDGET_S = 120.0
+EmbeddingPolicy = Literal["cached", "compute", "off"]
+
+# Recipes the automatic choice compares, cheapest first. They are also registered by name so a
+# project can pick one directly.
+TFIDF_LINEAR = ModelRecipe(
+    name="tfidf-linear",
+    featurizer="tfidf",
+    classifier="linear",
+    featurizer_params=TFIDF_PARAMS,
+    description="Linear classifier on TF-IDF word and character n-grams.",
+)
+TFIDF_EMBEDDING_LINEAR = ModelRecipe(
+    name="tfidf-embedding-linear",
+    featurizer="tfidf+embedding",
+    classifier="linear",
+    featurizer_params={"tfidf_params": TFIDF_PARAMS},
+    description="Linear classifier on TF-IDF n-grams plus e5-small sentence embeddings.",
+)
+EMBEDDING_MLP = ModelRecipe(
+    name="embedding-mlp",
+    featurizer="embedding",
+    classifier="mlp",
+    description="Neural network on e5-small sentence embeddings.",
+)
+TFIDF_EMBEDDING_MLP = ModelRecipe(
+    name="tfidf-embedding-mlp",
+    featurizer="tfidf+embedding",
+    classifier="mlp",
+    featurizer_params={"tfidf_params": TFIDF_PARAMS},
+    description="Neural network on TF-IDF n-grams plus e5-small sentence embeddings.",
+)
+AUTO_CANDIDATES = (TFIDF_LINEAR, TFIDF_EMBEDDING_LINEAR, EMBEDDING_MLP, TFIDF_EMBEDDING_MLP)
+
+
+@dataclass
+class CandidateResult:
+    """One row of the candidates table: the recipe, its score, or why it did not run."""
+
+    recipe: str
+    featurizer: str
+    classifier: str
+    status: Literal["scored", "skipped", "failed"]
+    macro_f1: float | None = None
+    macro_f1_std: float | None = None
+    fold_scores: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class AutoChoice:
+    """The chosen recipe and the table of all candidates."""
+
+    chosen: str
+    candidates: list[CandidateResult]
+    folds: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _needs_embeddings(recipe: ModelRecipe) -> bool:
+    return "embedding" in recipe.featurizer
+
+
+def _embedding_block_ready(
+    recipe: ModelRecipe, texts: Sequence[str], policy: EmbeddingPolicy
+) -> str:
+    """Return "" when the recipe can run now, else the reason it is skipped."""
+    if not _needs_embeddings(recipe):
+        return ""
+    if policy == "off":
+        return "embeddings turned off"
+    backend = str(recipe.featurizer_params.get("backend", DEFAULT_BACKEND))
+    if not backend_available(backend):
+        return f"embedding backend {backend} is not installed"
+    if policy == "compute":
+        return ""
+    model = recipe.featurizer_params.get("model") or DEFAULT_MODELS[backend]
+    cache_dir = recipe.featurizer_params.get("cache_dir")
+    folder = Path(cache_dir) if cache_dir else default_cache_folder()
+    missing = count_missing(texts, backend, model, folder)
+    if missing:
+        return f"{missing} labelled texts have no cached embedding yet"
+    return ""
+
+
+def cross_validated_f1(
+    recipe: ModelRecipe,
+    X: Features,
+    y: np.ndarray,
+    *,
+    folds: int,
+    random_state: int = 0,
+) -> tuple[list[float], np.ndarray]:
+    """Return per-fold macro-F1 of the recipe's classifier on features ``X`` and the
+    out-of-fold probabilities (columns in sorted class order)."""
+    from sklearn.metrics import f1_score
+    from sklearn.model_selection import StratifiedKFold
+
+    classes = np.unique(y)
+    oof = np.zeros((y.size, classes.size), dtype=np.float64)
+    scores = []
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=random_state)
+    for train_rows, test_rows in splitter.split(np.zeros(y.size), y):
+        classifier = make_classifier(recipe.classifier, **dict(recipe.classifier_params))
+        classifier.fit(X[train_rows], y[train_rows])
+        proba = classifier.predict_proba(X[test_rows])
+        columns = np.searchsorted(classes, classifier.classes_)
+        oof[np.ix_(test_rows, columns)] = proba
+        predicted = classes[oof[test_rows].argmax(axis=1)]
+        scores.append(float(f1_score(y[test_rows], predicted, average="macro")))
+    return scores, oof
+
+
+def choose_recipe(
+    texts: Sequence[str],
+    y: np.ndarray,
+    *,
+    unlabelled_texts: Sequence[str] = (),
+    candidates: Sequence[ModelRecipe] = AUTO_CANDIDATES,
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+    folds: int = 3,
+    embeddings: EmbeddingPolicy = "cached",
+    random_state: int = 0,
+    progress: ProgressCallback | None = None,
+) -> AutoChoice:
+    """Score each candidate by cross-validated macro-F1 and return the best with the table.
+
+    ``y`` contains label indices. A candidate starts only while less than ``time_budget_s``
+    seconds have passed; the first candidate always runs, so there is always a choice.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    _check_enough_labels(y, folds)
+    started = time.perf_counter()
+    all_texts = list(texts) + list(unlabelled_texts)
+    features: dict[str, tuple[Any, Features]] = {}
+    results: list[CandidateResult] = []
+
+    for position, recipe in enumerate(candidates):
+        elapsed = time.perf_counter() - started
+        result = CandidateResult(recipe.name, recipe.featurizer, recipe.classifier, "skipped")
+        results.append(result)
+        if position > 0 and elapsed >= time_budget_s:
+            result.reason = f"time budget of {time_budget_s:.0f} s spent"
+            continue
+        reason = _embedding_block_ready(recipe, texts, embeddings)
+        if reason:
+            result.reason = reason
+            continue
+        _score_candidate(recipe, result, features, texts, all_texts, y, folds, random_state)
+        if progress is not None:
+            progress((position + 1) / len(candidates), f"scored {recipe.name}")
+
+    scored = [r for r in results if r.status == "scored"]
+    if not scored:
+        raise NotEnoughLabelsError(
+            "no model could be cross-validated: "
+            + "; ".join(f"{r.recipe}: {r.reason}" for r in results)
+        )
+    best = max(scored, key=lambda r: r.macro_f1 or 0.0)
+    seconds = time.perf_counter() - started
+    logger.info(
+        "auto model: chose %s (macro-F1 %.3f) from %d candidates in %.1f s",
+        best.recipe,
+        best.macro_f1,
+        len(scored),
+        seconds,
+    )
+    return AutoChoice(best.recipe, results, folds, seconds)
+
+
+def _score_candidate(
+    recipe: ModelRecipe,
+    result: CandidateResult,
+    features: dict[str, tuple[Any, Features]],
+    texts: Sequence[str],
+    all_texts: Sequence[str],
+    y: np.ndarray,
+    folds: int,
+    random_state: int,
+) -> None:
+    candidate_started = time.perf_counter()
+    key = f"{recipe.featurizer}:{sorted(recipe.featurizer_params.items())}"
+    try:
+        if key not in features:
+            featurizer = make_featurizer(recipe.featurizer, **dict(recipe.featurizer_params))
+            featurizer.fit(all_texts)
+            features[key] = (featurizer, featurizer.transform(texts))
+        scores, _ = cross_validated_f1(
+            recipe, features[key][1], y, folds=folds, random_state=random_state
+        )
+    except Exception as exc:  # noqa: BLE001 - one failing candidate must not stop the choice
+        logger.warning("auto model: candidate %s failed: %s", recipe.name, exc)
+        result.status, result.reason = "failed", f"{type(exc).__name__}: {exc}"
+        result.seconds = time.perf_counter() - candidate_started
+        return
+    result.status = "scored"
+    result.fold_scores = scores
+    result.macro_f1 = float(np.mean(scores))
+    result.macro_f1_std = float(np.std(scores, ddof=1)) if len(scores) > 1 else 0.0
+    result.seconds = time.perf_counter() - candidate_started
+
+
+def _check_enough_labels(y: np.ndarray, folds: int) -> None:
+    counts = np.bincount(y)
+    present = counts[counts > 0]
+    if present.size < 2 or present.min() < folds:
+        raise NotEnoughLabelsError(
+            f"the automatic model choice needs at least {folds} labelled examples of at least "
+            f"2 classes for {folds}-fold cross-validation; class counts are "
+            f"{dict(enumerate(counts.tolist()))}"
+        )
+
+
+@dataclass(frozen=True)
+class AutoRecipe(ModelRecipe):
+    """A recipe whose ``fit_model`` picks among ``AUTO_CANDIDATES`` by cross-validation."""
+
+    time_budget_s: float = DEFAULT_TIME_BUDGET_S
+    folds: int = 3
+    embeddings: EmbeddingPolicy = "cached"
+
+    def fit_model(
+        self,
+        labels: Sequence[str],
+        texts: Sequence[str],
+        label_names: Sequence[str],
+        *,
+        unlabelled_texts: Sequence[str] = (),
+        random_state: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> TextModel:
+        index = {name: i for i, name in enumerate(labels)}
+        y = np.array([index[name] for name in label_names], dtype=np.int64)
+        choice = choose_recipe(
+            texts,
+            y,
+            unlabelled_texts=unlabelled_texts,
+            time_budget_s=self.time_budget_s,
+            folds=self.folds,
+            embeddings=self.embeddings,
+            random_state=random_state,
+            progress=progress,
+        )
+        winner = next(r for r in AUTO_CANDIDATES if r.name == choice.chosen)
+        model = winner.fit_model(
+            labels,
+            texts,
+            label_names,
+            unlabelled_texts=unlabelled_texts,
+            random_state=random_state,
+        )
+        model.params = {**winner.params(), "recipe": self.name, "auto": choice.to_dict()}
+        return model
+
+
+AUTO = AutoRecipe(
+    name=AUTO_RECIPE,
+    featurizer="auto",
+    classifier="auto",
+    description="Chooses among the other models by cross-validated macro-F1 within a time budget.",
+)
+
+for _recipe in (TFIDF_EMBEDDING_LINEAR, EMBEDDING_MLP, TFIDF_EMBEDDING_MLP, AUTO):
+    register_recipe(_recipe)

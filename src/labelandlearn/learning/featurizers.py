@@ -1,0 +1,488 @@
+"""TF-IDF and hashing featurizers on word and character n-grams.
+
+Both featurizers share one analyzer. Word n-grams come from the tokens of scikit-learn's default
+token pattern (two or more word characters) on lower-cased text. Character n-grams are taken
+inside each whitespace-separated word padded with one space on each side, as scikit-learn's
+``char_wb`` analyzer does. On the same settings the features equal those of two
+``TfidfVectorizer`` objects side by side, each L2-normalised on its own, so each block
+contributes equally to a row whatever its n-gram count.
+
+Speed: a batch of texts is reduced to "units" (word n-grams and whitespace-separated words),
+numbered within the batch. A sparse (texts x units) count matrix times a sparse (units x columns)
+matrix gives the (texts x columns) counts in compiled code; the columns of each distinct word
+are computed once and cached. Python then touches each unit once per text instead of each
+character n-gram.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import chain
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.utils import murmurhash3_32
+
+from labelandlearn.errors import ValidationError
+from labelandlearn.learning.base import (
+    ArrayState,
+    Featurizer,
+    decode_strings,
+    encode_strings,
+    register_featurizer,
+)
+
+logger = logging.getLogger(__name__)
+
+# Maps terms to their columns, -1 for a term outside the vocabulary. It takes a whole list so
+# that the per-term work runs in one list comprehension instead of one function call per term.
+TermColumns = Callable[[list[str]], list[int]]
+
+_TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
+# Bounds the per-word cache of a long-lived featurizer on an endless stream of new words.
+_MAX_CACHED_WORDS = 500_000
+# Below this many fitted texts ``min_df`` is not applied: most terms of a handful of texts occur
+# once, and dropping them would leave almost no features.
+_MIN_DOCS_FOR_MIN_DF = 100
+# Texts analysed per block while fitting, which bounds the memory of the count matrices.
+_FIT_BATCH = 5_000
+_EMPTY_COLUMNS = np.zeros(0, dtype=np.int32)
+
+
+def _check_range(name: str, value: Sequence[int]) -> tuple[int, int]:
+    low, high = (int(v) for v in value)
+    if not 1 <= low <= high:
+        raise ValidationError(f"{name} must be (low, high) with 1 <= low <= high, got {value}")
+    return low, high
+
+
+def word_ngrams(lowered: str, low: int, high: int) -> list[str]:
+    """Return the word n-grams of an already lower-cased text, n from ``low`` to ``high``."""
+    tokens = _TOKEN_RE.findall(lowered)
+    if low == 1 and high == 1:
+        return tokens
+    if low == 1 and high == 2:
+        tokens.extend(map(" ".join, zip(tokens, tokens[1:], strict=False)))
+        return tokens
+    grams: list[str] = []
+    for n in range(low, high + 1):
+        if n == 1:
+            grams.extend(tokens)
+        else:
+            grams.extend(" ".join(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+    return grams
+
+
+def char_ngrams(word: str, low: int, high: int) -> list[str]:
+    """Return the character n-grams of ``" word "``; a padded word no longer than ``low`` is one
+    n-gram."""
+    padded = f" {word} "
+    length = len(padded)
+    if length <= low:
+        return [padded]
+    grams: list[str] = []
+    for n in range(low, min(high, length) + 1):
+        grams.extend(padded[i : i + n] for i in range(length - n + 1))
+    return grams
+
+
+# --------------------------------------------------------------------------- batch analysis
+
+
+def _unit_matrix(units_per_text: list[list[str]]) -> tuple[sp.csr_matrix, list[str]]:
+    """Number the distinct units of a batch; return (texts x units counts, units in order)."""
+    # dict.fromkeys, zip and map loop in C, several times faster than a comprehension here.
+    flat = list(chain.from_iterable(units_per_text))
+    index = dict(zip(dict.fromkeys(flat), range(len(flat)), strict=False))
+    indices = np.fromiter(map(index.__getitem__, flat), dtype=np.int32, count=len(flat))
+    indptr = np.zeros(len(units_per_text) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, units_per_text), dtype=np.int64), out=indptr[1:])
+    data = np.ones(len(indices), dtype=np.float64)
+    matrix = sp.csr_matrix((data, indices, indptr), shape=(len(units_per_text), len(index)))
+    return matrix, list(index)
+
+
+def _columns_matrix(columns: list[np.ndarray], n_columns: int) -> sp.csr_matrix:
+    """Stack per-unit column arrays as a (units x columns) matrix of ones."""
+    lengths = np.fromiter((len(c) for c in columns), dtype=np.int64, count=len(columns))
+    indptr = np.zeros(len(columns) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=indptr[1:])
+    indices = np.concatenate(columns) if columns else _EMPTY_COLUMNS
+    data = np.ones(len(indices), dtype=np.float64)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(columns), n_columns))
+
+
+def _single_columns_matrix(columns: np.ndarray, n_columns: int) -> sp.csr_matrix:
+    """Return a (units x columns) matrix with a one at each unit's column; -1 means none."""
+    known = columns >= 0
+    indptr = np.zeros(len(columns) + 1, dtype=np.int64)
+    np.cumsum(known, out=indptr[1:])
+    indices = columns[known].astype(np.int32)
+    data = np.ones(len(indices), dtype=np.float64)
+    return sp.csr_matrix((data, indices, indptr), shape=(len(columns), n_columns))
+
+
+@dataclass
+class _Batch:
+    """Units of one batch of texts: word n-grams and whitespace-separated words."""
+
+    gram_counts: sp.csr_matrix
+    grams: list[str]
+    word_counts: sp.csr_matrix
+    words: list[str]
+
+
+class _Analyzer:
+    """Splits texts into units and caches the character n-gram columns of each word."""
+
+    def __init__(self, word_range: tuple[int, int], char_range: tuple[int, int]) -> None:
+        self.word_range = word_range
+        self.char_range = char_range
+        self._word_columns: dict[str, np.ndarray] = {}
+
+    def clear_cache(self) -> None:
+        self._word_columns = {}
+
+    def analyse(self, texts: Sequence[str]) -> _Batch:
+        lowered = [str(text).lower() for text in texts]
+        low, high = self.word_range
+        gram_counts, grams = _unit_matrix([word_ngrams(text, low, high) for text in lowered])
+        word_counts, words = _unit_matrix(list(map(str.split, lowered)))
+        return _Batch(gram_counts, grams, word_counts, words)
+
+    def word_columns(self, words: list[str], char_columns: TermColumns) -> list[np.ndarray]:
+        """Return the character n-gram columns of each word, from the cache where possible."""
+        cache = self._word_columns
+        if len(cache) > _MAX_CACHED_WORDS:
+            cache.clear()
+        result = []
+        low, high = self.char_range
+        for word in words:
+            columns = cache.get(word)
+            if columns is None:
+                found = np.array(char_columns(char_ngrams(word, low, high)), dtype=np.int32)
+                columns = found[found >= 0]
+                cache[word] = columns
+            result.append(columns)
+        return result
+
+    def remap_cache(self, new_columns: np.ndarray) -> None:
+        """Translate cached columns through ``new_columns`` (old column -> new, -1 drops)."""
+        for word, columns in self._word_columns.items():
+            mapped = new_columns[columns]
+            self._word_columns[word] = mapped[mapped >= 0]
+
+
+def _weight(
+    counts: sp.csr_matrix, idf: np.ndarray | None, sublinear_tf: bool, second_block: int
+) -> sp.csr_matrix:
+    """Apply tf (log-scaled when ``sublinear_tf``) times idf, then L2-normalise each row's
+    two blocks, columns below ``second_block`` and the rest, separately."""
+    data = counts.data
+    if sublinear_tf:
+        np.log(data, out=data)
+        data += 1.0
+    if idf is not None:
+        data *= idf[counts.indices]
+    n_rows = counts.shape[0]
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(counts.indptr))
+    keys = rows * 2 + (counts.indices >= second_block)
+    norms = np.sqrt(np.bincount(keys, weights=data * data, minlength=2 * n_rows))
+    norms[norms == 0.0] = 1.0
+    data /= norms[keys]
+    return counts
+
+
+def _counts(
+    analyzer: _Analyzer,
+    texts: Sequence[str],
+    gram_columns_of: TermColumns,
+    char_columns_of: TermColumns,
+    n_gram_columns: int,
+    n_char_columns: int,
+) -> sp.csr_matrix:
+    """Return (texts x columns) term counts: word n-gram columns first, then character ones.
+
+    ``char_columns_of`` must already add ``n_gram_columns`` to its columns.
+    """
+    batch = analyzer.analyse(texts)
+    n_columns = n_gram_columns + n_char_columns
+    gram_columns = np.array(gram_columns_of(batch.grams), dtype=np.int64)
+    units = sp.vstack(
+        [
+            _single_columns_matrix(gram_columns, n_columns),
+            _columns_matrix(analyzer.word_columns(batch.words, char_columns_of), n_columns),
+        ],
+        format="csr",
+    )
+    texts_by_units = sp.hstack([batch.gram_counts, batch.word_counts], format="csr")
+    counts: sp.csr_matrix = texts_by_units @ units
+    return counts
+
+
+# --------------------------------------------------------------------------- TF-IDF
+
+
+class _GrowingVocabulary:
+    """A term-to-column dict that gives each new term the next column (used while fitting)."""
+
+    def __init__(self) -> None:
+        self.terms: dict[str, int] = {}
+
+    def __call__(self, terms: list[str]) -> list[int]:
+        number = self.terms.setdefault
+        known = self.terms
+        return [number(term, len(known)) for term in terms]
+
+
+def _document_frequencies(
+    analyzer: _Analyzer, texts: Sequence[str]
+) -> tuple[_GrowingVocabulary, np.ndarray, _GrowingVocabulary, np.ndarray]:
+    """Count in how many texts each word and character n-gram occurs."""
+    grams, chars = _GrowingVocabulary(), _GrowingVocabulary()
+    gram_df = np.zeros(0, dtype=np.int64)
+    char_df = np.zeros(0, dtype=np.int64)
+    analyzer.clear_cache()
+    for start in range(0, len(texts), _FIT_BATCH):
+        batch = analyzer.analyse(texts[start : start + _FIT_BATCH])
+        gram_columns = np.array(grams(batch.grams), dtype=np.int64)
+        word_columns = analyzer.word_columns(batch.words, chars)
+        gram_matrix = batch.gram_counts @ _single_columns_matrix(gram_columns, len(grams.terms))
+        char_matrix = batch.word_counts @ _columns_matrix(word_columns, len(chars.terms))
+        # A matrix product has no duplicate entries in a row, so counting column indices
+        # counts texts.
+        gram_df = _add_counts(gram_df, gram_matrix.indices, len(grams.terms))
+        char_df = _add_counts(char_df, char_matrix.indices, len(chars.terms))
+    return grams, gram_df, chars, char_df
+
+
+def _add_counts(totals: np.ndarray, indices: np.ndarray, size: int) -> np.ndarray:
+    counts = np.bincount(indices, minlength=size)
+    counts[: len(totals)] += totals
+    return counts
+
+
+def _select_terms(
+    vocabulary: _GrowingVocabulary, df: np.ndarray, min_df: int, max_features: int | None
+) -> np.ndarray:
+    """Return the fitting columns of the terms to keep, ascending: terms in at least ``min_df``
+    texts, at most the ``max_features`` most frequent."""
+    keep = np.flatnonzero(df >= min_df)
+    if max_features is not None and len(keep) > max_features:
+        # Stable sort: among equally frequent terms, the one seen first wins.
+        order = np.argsort(-df[keep], kind="stable")[:max_features]
+        keep = np.sort(keep[order])
+    return keep
+
+
+def _terms_at(vocabulary: _GrowingVocabulary, columns: np.ndarray) -> list[str]:
+    by_column = list(vocabulary.terms)
+    return [by_column[i] for i in columns]
+
+
+def _idf(df: np.ndarray, n_documents: int) -> np.ndarray:
+    """Smoothed inverse document frequency, as scikit-learn's ``TfidfTransformer`` computes it."""
+    return np.log((1.0 + n_documents) / (1.0 + df)) + 1.0
+
+
+@register_featurizer("tfidf")
+class TfidfFeaturizer(Featurizer):
+    """TF-IDF on word n-grams and on character n-grams within words.
+
+    Fitted on all texts of a project, labelled or not. Stores its vocabulary and idf weights as
+    arrays, so a model file needs no pickle.
+    """
+
+    def __init__(
+        self,
+        word_ngram_range: Sequence[int] = (1, 2),
+        char_ngram_range: Sequence[int] = (2, 4),
+        min_df: int = 2,
+        max_word_features: int | None = 200_000,
+        max_char_features: int | None = 300_000,
+        sublinear_tf: bool = True,
+    ) -> None:
+        self.word_ngram_range = tuple(word_ngram_range)
+        self.char_ngram_range = tuple(char_ngram_range)
+        self.min_df = min_df
+        self.max_word_features = max_word_features
+        self.max_char_features = max_char_features
+        self.sublinear_tf = sublinear_tf
+        self._analyzer = _Analyzer(
+            _check_range("word_ngram_range", self.word_ngram_range),
+            _check_range("char_ngram_range", self.char_ngram_range),
+        )
+
+    @property
+    def is_fitted(self) -> bool:
+        return hasattr(self, "word_vocabulary_")
+
+    @property
+    def n_features(self) -> int:
+        return len(self.word_vocabulary_) + len(self.char_vocabulary_)
+
+    def fit(self, texts: Sequence[str]) -> Self:
+        texts = list(texts)
+        if not texts:
+            raise ValidationError("cannot fit the TF-IDF featurizer on zero texts")
+        n = len(texts)
+        min_df = self.min_df if n >= _MIN_DOCS_FOR_MIN_DF else 1
+        grams, gram_df, chars, char_df = _document_frequencies(self._analyzer, texts)
+        word_keep = _select_terms(grams, gram_df, min_df, self.max_word_features)
+        char_keep = _select_terms(chars, char_df, min_df, self.max_char_features)
+        word_terms = _terms_at(grams, word_keep)
+        char_terms = _terms_at(chars, char_keep)
+        self._set_vocabulary(
+            word_terms, _idf(gram_df[word_keep], n), char_terms, _idf(char_df[char_keep], n)
+        )
+        # The cache of word columns from fitting stays valid once translated to the final
+        # character columns, which saves recomputing the n-grams of every word in transform.
+        new_columns = np.full(len(chars.terms), -1, dtype=np.int32)
+        new_columns[char_keep] = np.arange(len(char_keep), dtype=np.int32) + len(word_terms)
+        self._analyzer.remap_cache(new_columns)
+        logger.debug(
+            "tfidf fitted on %d texts: %d word and %d character features",
+            n,
+            len(word_terms),
+            len(char_terms),
+        )
+        return self
+
+    def _set_vocabulary(
+        self,
+        word_terms: list[str],
+        word_idf: np.ndarray,
+        char_terms: list[str],
+        char_idf: np.ndarray,
+    ) -> None:
+        self.word_vocabulary_ = {term: i for i, term in enumerate(word_terms)}
+        offset = len(word_terms)
+        # Character columns follow the word columns.
+        self.char_vocabulary_ = {term: offset + i for i, term in enumerate(char_terms)}
+        self.word_idf_ = np.asarray(word_idf, dtype=np.float64)
+        self.char_idf_ = np.asarray(char_idf, dtype=np.float64)
+        self._idf = np.concatenate([self.word_idf_, self.char_idf_])
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        if not self.is_fitted:
+            raise ValidationError("the TF-IDF featurizer is not fitted; call fit() first")
+        word_get = self.word_vocabulary_.get
+        char_get = self.char_vocabulary_.get
+        counts = _counts(
+            self._analyzer,
+            texts,
+            lambda terms: [word_get(term, -1) for term in terms],
+            lambda terms: [char_get(term, -1) for term in terms],
+            len(self.word_vocabulary_),
+            len(self.char_vocabulary_),
+        )
+        return _weight(counts, self._idf, self.sublinear_tf, len(self.word_vocabulary_))
+
+    def get_state(self) -> tuple[dict[str, Any], ArrayState]:
+        config = {
+            "word_ngram_range": list(self.word_ngram_range),
+            "char_ngram_range": list(self.char_ngram_range),
+            "min_df": self.min_df,
+            "max_word_features": self.max_word_features,
+            "max_char_features": self.max_char_features,
+            "sublinear_tf": self.sublinear_tf,
+            "fitted": self.is_fitted,
+        }
+        if not self.is_fitted:
+            return config, {}
+        word_data, word_ends = encode_strings(list(self.word_vocabulary_))
+        char_data, char_ends = encode_strings(list(self.char_vocabulary_))
+        arrays = {
+            "word_terms": word_data,
+            "word_term_ends": word_ends,
+            "word_idf": self.word_idf_,
+            "char_terms": char_data,
+            "char_term_ends": char_ends,
+            "char_idf": self.char_idf_,
+        }
+        return config, arrays
+
+    @classmethod
+    def from_state(cls, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Self:
+        params = {k: v for k, v in config.items() if k != "fitted"}
+        featurizer = cls(**params)
+        if config.get("fitted"):
+            word_terms = decode_strings(arrays["word_terms"], arrays["word_term_ends"])
+            char_terms = decode_strings(arrays["char_terms"], arrays["char_term_ends"])
+            word_idf, char_idf = arrays["word_idf"], arrays["char_idf"]
+            if len(word_terms) != len(word_idf) or len(char_terms) != len(char_idf):
+                raise ValueError("vocabulary and idf arrays differ in length")
+            featurizer._set_vocabulary(word_terms, word_idf, char_terms, char_idf)
+        return featurizer
+
+
+# --------------------------------------------------------------------------- hashing
+
+
+@register_featurizer("hashing")
+class HashingFeaturizer(Featurizer):
+    """Stateless word and character n-gram features hashed into fixed columns, for streams.
+
+    Needs no fit and no vocabulary, so it works from the first text of an endless stream; it
+    has no idf weighting. Terms are hashed with MurmurHash3 (seed 0), stable across processes.
+    Columns: ``n_features`` for word n-grams, then ``n_features`` for character n-grams.
+    """
+
+    requires_fit = False
+
+    def __init__(
+        self,
+        word_ngram_range: Sequence[int] = (1, 2),
+        char_ngram_range: Sequence[int] = (2, 4),
+        n_features: int = 2**20,
+        sublinear_tf: bool = True,
+    ) -> None:
+        self.word_ngram_range = tuple(word_ngram_range)
+        self.char_ngram_range = tuple(char_ngram_range)
+        self.n_features = n_features
+        self.sublinear_tf = sublinear_tf
+        if n_features < 2:
+            raise ValidationError(f"n_features must be at least 2, got {n_features}")
+        self._analyzer = _Analyzer(
+            _check_range("word_ngram_range", self.word_ngram_range),
+            _check_range("char_ngram_range", self.char_ngram_range),
+        )
+
+    def _word_columns(self, terms: list[str]) -> list[int]:
+        size = self.n_features
+        return [int(murmurhash3_32(term, seed=0, positive=True)) % size for term in terms]
+
+    def _char_columns(self, terms: list[str]) -> list[int]:
+        size = self.n_features
+        return [int(murmurhash3_32(term, seed=0, positive=True)) % size + size for term in terms]
+
+    def fit(self, texts: Sequence[str]) -> Self:
+        return self
+
+    def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        counts = _counts(
+            self._analyzer,
+            texts,
+            self._word_columns,
+            self._char_columns,
+            self.n_features,
+            self.n_features,
+        )
+        return _weight(counts, None, self.sublinear_tf, self.n_features)
+
+    def get_state(self) -> tuple[dict[str, Any], ArrayState]:
+        config = {
+            "word_ngram_range": list(self.word_ngram_range),
+            "char_ngram_range": list(self.char_ngram_range),
+            "n_features": self.n_features,
+            "sublinear_tf": self.sublinear_tf,
+        }
+        return config, {}
+
+    @classmethod
+    def from_state(cls, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Self:
+        return cls(**config)

@@ -1,0 +1,33 @@
+"""The built-in model recipes; ``Project.model_name`` names one of them."""
+
+from __future__ import annotations
+
+from labelandlearn.learning.base import ModelRecipe, register_recipe
+
+# Character n-grams of 2 to 4: in 5-fold cross-validation on the Ethereum tweets they matched
+# 2-5 (0.670 against 0.670 3-class macro-F1, 0.811 against 0.809 useful-vs-useless) with 20%
+# fewer non-zero features per text, so transform runs faster.
+TFIDF_PARAMS = {"word_ngram_range": [1, 2], "char_ngram_range": [2, 4], "min_df": 2}
+
+register_recipe(
+    ModelRecipe(
+        name="tfidf-linear",
+        featurizer="tfidf",
+        classifier="linear",
+        featurizer_params=TFIDF_PARAMS,
+        description="Linear classifier on TF-IDF word 1-2 and character 2-4 n-grams (default).",
+    )
+)
+
+register_recipe(
+    ModelRecipe(
+        name="hashing-linear",
+        featurizer="hashing",
+        classifier="linear",
+        featurizer_params={"word_ngram_range": [1, 2], "char_ngram_range": [2, 4]},
+        description=(
+            "Linear classifier on hashed word and character n-grams; needs no vocabulary, so it "
+            "learns from the first answer and suits endless streams."
+        ),
+    )
+)

@@ -1,0 +1,133 @@
+"""Query scores of a project's unlabelled items, written to ``items.score`` in bulk.
+
+The labelling queue reads the unlabelled item with the highest score, so scoring runs after
+each full training and whenever the project's strategy changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import sqlalchemy as sa
+
+from labelandlearn.errors import NotFoundError
+from labelandlearn.learning.base import ProgressCallback, TextModel
+from labelandlearn.learning.strategies import get_strategy
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import Item, ModelVersion, Project
+
+logger = logging.getLogger(__name__)
+
+# Items predicted per step; bounds memory and gives progress steps on large pools.
+SCORE_BATCH = 20_000
+_UPDATE_SCORES = sa.text("UPDATE items SET score = :score WHERE id = :item_id")
+
+
+def load_current_model(db: Database, project_id: int) -> tuple[TextModel, int] | None:
+    """Return (the project's current model, its model_versions.id), or None without one."""
+    with db.session() as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"project {project_id} not found")
+        if project.current_model_id is None:
+            return None
+        weights = session.scalar(
+            sa.select(ModelVersion.weights).where(ModelVersion.id == project.current_model_id)
+        )
+        version_id = project.current_model_id
+    if weights is None:
+        return None
+    return TextModel.from_bytes(weights), version_id
+
+
+def score_project(
+    db: Database,
+    project_id: int,
+    model: TextModel | None = None,
+    progress: ProgressCallback | None = None,
+    random_state: int = 0,
+) -> int:
+    """Score every unlabelled item with the project's strategy; return how many were scored.
+
+    ``model`` defaults to the project's current model. Strategies that need no model (random,
+    file order) work without one; the others leave the scores as they are when there is none.
+    """
+    started = time.perf_counter()
+    with db.session() as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"project {project_id} not found")
+        strategy = get_strategy(project.strategy_name)
+        rows = session.execute(
+            sa.select(Item.id, Item.text)
+            .where(Item.project_id == project_id, Item.label_id.is_(None))
+            .order_by(Item.position, Item.id)
+        ).all()
+    if strategy.needs_model and model is None:
+        loaded = load_current_model(db, project_id)
+        if loaded is None:
+            logger.info(
+                "project %s has no model yet; strategy %s left scores unchanged",
+                project_id,
+                strategy.name,
+            )
+            return 0
+        model = loaded[0]
+
+    item_ids = [row[0] for row in rows]
+    if strategy.needs_model:
+        assert model is not None
+        proba = _predict_in_batches(model, [row[1] for row in rows], progress)
+        scores = strategy.score(proba, random_state=random_state)
+    else:
+        scores = strategy.score(None, random_state=random_state, n_items=len(item_ids))
+    _write_scores(db, item_ids, scores)
+    logger.info(
+        "scored project=%s items=%d strategy=%s seconds=%.2f",
+        project_id,
+        len(item_ids),
+        strategy.name,
+        time.perf_counter() - started,
+    )
+    return len(item_ids)
+
+
+def _predict_in_batches(
+    model: TextModel, texts: list[str], progress: ProgressCallback | None
+) -> np.ndarray:
+    """Predict each distinct text once (pools often repeat texts), in batches."""
+    unique_of: dict[str, int] = {}
+    number = unique_of.setdefault
+    positions = np.fromiter(
+        (number(text, len(unique_of)) for text in texts), dtype=np.int64, count=len(texts)
+    )
+    unique_proba = _predict_unique(model, list(unique_of), progress)
+    return unique_proba[positions]
+
+
+def _predict_unique(
+    model: TextModel, texts: list[str], progress: ProgressCallback | None
+) -> np.ndarray:
+    parts = []
+    for start in range(0, len(texts), SCORE_BATCH):
+        parts.append(model.predict_proba(texts[start : start + SCORE_BATCH]))
+        if progress is not None:
+            done = min(len(texts), start + SCORE_BATCH)
+            progress(0.9 * done / max(1, len(texts)), f"scored {done} of {len(texts)} items")
+    if not parts:
+        return np.zeros((0, len(model.labels)))
+    return np.vstack(parts)
+
+
+def _write_scores(db: Database, item_ids: list[int], scores: np.ndarray) -> None:
+    """Write scores with one executemany UPDATE, in one transaction."""
+    if not item_ids:
+        return
+    parameters = [
+        {"score": float(score), "item_id": item_id}
+        for item_id, score in zip(item_ids, scores.tolist(), strict=True)
+    ]
+    with db.session() as session:
+        session.execute(_UPDATE_SCORES, parameters)

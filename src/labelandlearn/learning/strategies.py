@@ -1,0 +1,177 @@
+"""Query strategies: which unlabelled item to ask about next.
+
+Each strategy scores a pool of items from the model's probabilities (rows of ``proba``, columns
+in label order); a higher score means "ask first". Strategies that need no model (``random``,
+``file-order``) accept ``proba=None`` with ``n_items``. Every strategy takes ``random_state``,
+and the same input with the same ``random_state`` gives the same scores.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import ClassVar, TypeVar
+
+import numpy as np
+
+from labelandlearn.errors import ValidationError
+
+RandomState = int | np.random.Generator | None
+# Random tie-breaking noise stays far below any real difference between scores.
+_TIE_NOISE = 1e-9
+
+
+def _rng(random_state: RandomState) -> np.random.Generator:
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    return np.random.default_rng(random_state)
+
+
+def _check_proba(proba: np.ndarray | None) -> np.ndarray:
+    if proba is None:
+        raise ValidationError("this query strategy needs model probabilities; train a model first")
+    proba = np.asarray(proba, dtype=np.float64)
+    if proba.ndim != 2 or proba.shape[1] < 2:
+        raise ValidationError(
+            f"probabilities must be an (items, labels>=2) array, got {proba.shape}"
+        )
+    return proba
+
+
+class QueryStrategy(ABC):
+    """Scores unlabelled items; higher scores are asked first."""
+
+    name: ClassVar[str] = ""
+    needs_model: ClassVar[bool] = True
+
+    def score(
+        self,
+        proba: np.ndarray | None,
+        *,
+        random_state: RandomState = None,
+        n_items: int | None = None,
+    ) -> np.ndarray:
+        """Return one finite float score per item (per row of ``proba``, or ``n_items``)."""
+        if proba is None and not self.needs_model:
+            if n_items is None:
+                raise ValidationError(f"strategy {self.name!r} needs proba or n_items")
+            return self._score_without_model(n_items, _rng(random_state))
+        proba = _check_proba(proba)
+        scores = self._score(proba, _rng(random_state))
+        return np.asarray(scores, dtype=np.float64)
+
+    @abstractmethod
+    def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray: ...
+
+    def _score_without_model(self, n_items: int, rng: np.random.Generator) -> np.ndarray:
+        raise ValidationError(f"strategy {self.name!r} needs a trained model")
+
+
+_STRATEGIES: dict[str, type[QueryStrategy]] = {}
+StrategyType = TypeVar("StrategyType", bound=type[QueryStrategy])
+DEFAULT_STRATEGY = "margin"
+
+
+def register_strategy(name: str) -> Callable[[StrategyType], StrategyType]:
+    """Register a query strategy class under ``name`` (class decorator)."""
+
+    def register(cls: StrategyType) -> StrategyType:
+        cls.name = name
+        _STRATEGIES[name] = cls
+        return cls
+
+    return register
+
+
+def get_strategy(name: str) -> QueryStrategy:
+    """Return a strategy by name; an unknown name raises ValidationError listing the names."""
+    try:
+        return _STRATEGIES[name]()
+    except KeyError:
+        allowed = ", ".join(sorted(_STRATEGIES))
+        raise ValidationError(f"unknown query strategy {name!r}; allowed: {allowed}") from None
+
+
+def strategy_names() -> list[str]:
+    return sorted(_STRATEGIES)
+
+
+def _with_ties_broken(scores: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return scores + rng.uniform(0.0, _TIE_NOISE, size=scores.shape)
+
+
+@register_strategy("random")
+class RandomStrategy(QueryStrategy):
+    """Uniform random order."""
+
+    needs_model = False
+
+    def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return np.asarray(rng.random(size=proba.shape[0]))
+
+    def _score_without_model(self, n_items: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.random(size=n_items)
+
+
+@register_strategy("file-order")
+class FileOrderStrategy(QueryStrategy):
+    """The order of the imported file: the first item scores highest."""
+
+    needs_model = False
+
+    def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return self._score_without_model(proba.shape[0], rng)
+
+    def _score_without_model(self, n_items: int, rng: np.random.Generator) -> np.ndarray:
+        return -np.arange(n_items, dtype=np.float64)
+
+
+@register_strategy("least-confidence")
+class LeastConfidenceStrategy(QueryStrategy):
+    """One minus the top probability."""
+
+    def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return _with_ties_broken(1.0 - proba.max(axis=1), rng)
+
+
+@register_strategy("margin")
+class MarginStrategy(QueryStrategy):
+    """Minus the gap between the two highest probabilities; ties are broken at random."""
+
+    def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        top_two = np.partition(proba, -2, axis=1)[:, -2:]
+        margin = top_two[:, 1] - top_two[:, 0]
+        return _with_ties_broken(-margin, rng)
+
+
+@register_strategy("entropy")
+class EntropyStrategy(QueryStrategy):
+    """Shannon entropy of the predicted distribution."""
+
+    def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        clipped = np.clip(proba, 1e-12, 1.0)
+        return _with_ties_broken(-(proba * np.log(clipped)).sum(axis=1), rng)
+
+
+@register_strategy("class-balanced")
+class ClassBalancedStrategy(QueryStrategy):
+    """Margin uncertainty weighted towards classes the model predicts rarely in the pool.
+
+    Each item's score is its uncertainty (1 - margin) times ``1 / share`` of its predicted
+    class, normalised so the rarest class weighs 1, where ``share`` is that class's fraction of
+    predictions in the pool. On data where most items fall in one class this asks more about
+    the minority classes than plain margin does.
+    """
+
+    def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        n_items, n_labels = proba.shape
+        if n_items == 0:
+            return np.zeros(0)
+        predicted = proba.argmax(axis=1)
+        shares = np.bincount(predicted, minlength=n_labels) / n_items
+        weights = np.zeros(n_labels)
+        present = shares > 0
+        weights[present] = shares[present].min() / shares[present]
+        top_two = np.partition(proba, -2, axis=1)[:, -2:]
+        uncertainty = 1.0 - (top_two[:, 1] - top_two[:, 0])
+        return _with_ties_broken(uncertainty * weights[predicted], rng)

