@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from learning_helpers import corpus, create_project
 
 from labelandlearn.errors import NotEnoughLabelsError, NotFoundError
 from labelandlearn.jobs.base import create_job, run_job
+from labelandlearn.learning import calibration, training
+from labelandlearn.learning.base import MODEL_RECIPES, ModelRecipe, TextModel, recipe_names
+from labelandlearn.learning.calibration import choose_calibration
 from labelandlearn.learning.online import ModelCache
 from labelandlearn.learning.scoring import score_project
 from labelandlearn.learning.training import train_project
@@ -173,3 +179,116 @@ def test_model_cache_cold_start(db: Database) -> None:
     assert result is not None
     assert result[2] is None
     assert not cache.learn(db, project_id, "text", "no-such-label")
+
+
+def _metrics(db: Database, version_id: int) -> dict[str, Any]:
+    with db.session() as session:
+        version = session.get(ModelVersion, version_id)
+        assert version is not None and version.metrics is not None
+        return dict(version.metrics)
+
+
+def test_train_stores_folds_and_calibration(db: Database) -> None:
+    texts, labels = corpus(per_class=8)
+    project_id = create_project(db, texts, labels)
+
+    metrics = _metrics(db, train_project(db, project_id))
+
+    assert len(metrics["fold_macro_f1"]) == metrics["n_splits"] == 5
+    calibration = metrics["calibration"]
+    assert calibration["method"] in ("none", "temperature")
+    assert len(calibration["curve_before"]["count"]) == 10
+    assert sum(calibration["curve_before"]["count"]) == 24
+    assert metrics["ece"] == calibration["ece_after"]
+    assert "prediction_change" not in metrics
+
+
+def test_calibration_wraps_stored_classifier(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    def choose_temperature(proba: np.ndarray, y: np.ndarray) -> calibration.CalibrationReport:
+        report = choose_calibration(proba, y)
+        return dataclasses.replace(report, scaler=calibration.fit_temperature(proba, y))
+
+    monkeypatch.setattr(calibration, "choose_calibration", choose_temperature)
+    texts, labels = corpus(per_class=8)
+    project_id = create_project(db, texts, labels)
+
+    version_id = train_project(db, project_id)
+
+    assert _metrics(db, version_id)["calibration"]["method"] == "temperature"
+    with db.session() as session:
+        version = session.get(ModelVersion, version_id)
+        assert version is not None
+        model = TextModel.from_bytes(version.weights)
+        assert version.params["calibration"]["method"] == "temperature"
+    assert model.classifier.name == "calibrated"
+    proba = model.predict_proba(["price crash dump ethereum"])
+    assert proba.shape == (1, 3)
+    assert abs(float(proba.sum()) - 1.0) < 1e-9
+
+
+def test_second_version_stores_prediction_change(db: Database) -> None:
+    project_id = _labelled_project(db, n_unlabelled=9)
+    train_project(db, project_id)
+
+    metrics = _metrics(db, train_project(db, project_id))
+
+    change = metrics["prediction_change"]
+    assert change["previous_version"] == 1
+    assert change["n_items"] == 9
+    # Same labels, same data: the two versions predict the same labels.
+    assert change["agreement"] == 1.0
+    assert change["kappa"] == 1.0
+
+
+def test_prediction_change_after_new_labels(db: Database) -> None:
+    project_id = _labelled_project(db, n_unlabelled=12)
+    train_project(db, project_id)
+    with db.session() as session:
+        useless_id = session.get(Project, project_id).labels[1].id  # type: ignore[union-attr]
+        session.execute(
+            sa.update(Item)
+            .where(Item.project_id == project_id, Item.label_id.is_(None))
+            .where(Item.position < 24 + 4)
+            .values(label_id=useless_id)
+        )
+
+    change = _metrics(db, train_project(db, project_id))["prediction_change"]
+
+    assert change["n_items"] == 8
+    assert 0.0 <= change["agreement"] <= 1.0
+    assert -1.0 <= change["kappa"] <= 1.0
+
+
+def test_prediction_sample_is_capped(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(training, "PREDICTION_SAMPLE_SIZE", 4)
+    project_id = _labelled_project(db, n_unlabelled=10)
+    train_project(db, project_id)
+
+    change = _metrics(db, train_project(db, project_id))["prediction_change"]
+
+    assert change["n_items"] == 4
+
+
+def test_neural_network_metrics_stored(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    recipe_names()
+    recipe = ModelRecipe(
+        name="test-tfidf-mlp",
+        featurizer="tfidf",
+        classifier="mlp",
+        classifier_params={"hidden_sizes": [8], "max_epochs": 3},
+    )
+    monkeypatch.setitem(MODEL_RECIPES, recipe.name, recipe)
+    texts, labels = corpus(per_class=8)
+    project_id = create_project(db, texts, labels)
+    with db.session() as session:
+        session.execute(
+            sa.update(Project).where(Project.id == project_id).values(model_name=recipe.name)
+        )
+
+    network = _metrics(db, train_project(db, project_id))["network"]
+
+    assert network["architecture"].startswith("sparse ")
+    assert "→ 8 → 3" in network["architecture"]
+    assert len(network["training_curve"]) == 3
+    assert "train_loss" in network["training_curve"][0]

@@ -1,4 +1,4 @@
-"""Dashboard, plots, model downloads, exports and the JSON 404s of the new endpoints."""
+"""Dashboard, stopping panel, model page, plots, model downloads, exports and JSON 404s."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import json
 import uuid
 
+import sqlalchemy as sa
 from flask.testing import FlaskClient
 from web_fixtures import app, client, database, settings  # noqa: F401
 from web_helpers import XSS, api_headers, import_rows, make_project, tweet_rows
@@ -234,3 +235,162 @@ def test_label_page_has_one_button_per_label(client: FlaskClient, database: Data
     assert 'data-key="2"' in html
     assert "js/label.js" in html
     assert XSS not in html
+
+
+RICH_METRICS = {
+    **METRICS,
+    "fold_macro_f1": [0.62, 0.66, 0.70],
+    "n_splits": 3,
+    "ece": 0.04,
+    "calibration": {
+        "method": "temperature",
+        "scaler": {"method": "temperature", "temperature": 0.7, "platt_a": 1.0, "platt_b": 0.0},
+        "ece_before": 0.09,
+        "ece_after": 0.04,
+        "candidates": {"none": 0.09, "temperature": 0.04},
+        "curve_before": {
+            "bin_edges": [0.0, 0.5, 1.0],
+            "confidence": [0.4, 0.8],
+            "accuracy": [0.5, 0.9],
+            "count": [10, 30],
+            "ece": 0.09,
+        },
+        "curve_after": {
+            "bin_edges": [0.0, 0.5, 1.0],
+            "confidence": [0.45, None],
+            "accuracy": [0.5, None],
+            "count": [40, 0],
+            "ece": 0.04,
+        },
+    },
+    "network": {
+        "architecture": "sparse 3000 → 64 → 3, dropout 0.3",
+        "training_curve": [
+            {"epoch": 1.0, "train_loss": 1.0, "validation_loss": 0.9, "validation_macro_f1": 0.5},
+            {"epoch": 2.0, "train_loss": 0.7, "validation_loss": 0.8, "validation_macro_f1": 0.6},
+        ],
+        "best_epoch": 2,
+    },
+    "prediction_change": {"previous_version": 1, "agreement": 0.9, "kappa": 0.8, "n_items": 40},
+}
+
+
+def add_rich_version(database: Database, project_id: int, version: int = 2) -> int:
+    """Store a neural-network version with calibration and prediction change; return its id."""
+    with database.session() as session:
+        row = ModelVersion(
+            project_id=project_id,
+            version=version,
+            model_name="tfidf-mlp",
+            params={"recipe": "tfidf-mlp", "featurizer": "tfidf", "classifier": "mlp"},
+            n_labels=80,
+            class_counts={"negative": 20, "useless": 40, "positive": 20},
+            metrics=RICH_METRICS,
+            weights=b"weights",
+            training_seconds=2.0,
+        )
+        session.add(row)
+        session.flush()
+        return row.id
+
+
+def test_dashboard_stopping_panel(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+
+    html = client.get(f"/projects/{project_id}").get_data(as_text=True)
+
+    assert "Is labelling still paying off?" in html
+    assert 'id="stopping-verdict">Still improving<' in html
+    for name in ("stopping-curve", "prediction-change", "reliability"):
+        assert f"/projects/{project_id}/plots/{name}.svg" in html
+    assert 'id="embeddings-panel"' not in html
+
+
+def test_dashboard_plots_with_versions(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    add_model_version(database, project_id)
+    add_rich_version(database, project_id)
+
+    curve = client.get(f"/projects/{project_id}/plots/stopping-curve.svg").get_data()
+    change = client.get(f"/projects/{project_id}/plots/prediction-change.svg").get_data()
+
+    assert b"95% band over folds" in curve
+    assert b"kappa" in change
+    assert b"agreement" in change
+
+
+def test_model_page_shows_network(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    model_id = add_rich_version(database, project_id)
+
+    page = client.get(f"/projects/{project_id}/models/{model_id}")
+
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "Model version 2" in html
+    assert "sparse 3000 → 64 → 3, dropout 0.3" in html
+    assert "weights of epoch 2 of 2 kept" in html
+    assert 'id="per-class"' in html and "0.847" in html
+    assert "0.620, 0.660, 0.700" in html
+    assert "0.090 uncalibrated, 0.040 calibrated" in html
+    assert "Agreement with version 1" in html
+    for name in ("confusion-matrix", "reliability", "training-curve"):
+        plot = client.get(f"/projects/{project_id}/models/{model_id}/plots/{name}.svg")
+        assert plot.status_code == 200, name
+        assert plot.mimetype == "image/svg+xml"
+        assert f"/projects/{project_id}/models/{model_id}/plots/{name}.svg" in html
+    reliability = client.get(f"/projects/{project_id}/models/{model_id}/plots/reliability.svg")
+    assert b"after temperature scaling (ECE 0.040)" in reliability.get_data()
+
+
+def test_model_page_without_network(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    add_model_version(database, project_id)
+    with database.session() as session:
+        model_id = session.scalar(sa.select(ModelVersion.id))
+
+    html = client.get(f"/projects/{project_id}/models/{model_id}").get_data(as_text=True)
+
+    assert "Neural network" not in html
+    assert "training-curve.svg" not in html
+
+
+def test_model_page_of_other_project_is_404(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    other_id = make_project(database, name="other")
+    model_id = add_rich_version(database, other_id)
+
+    assert client.get(f"/projects/{project_id}/models/{model_id}").status_code == 404
+    assert client.get(f"/projects/{project_id}/models/999").status_code == 404
+    api = client.get(f"/api/v1/projects/{project_id}/models/{model_id}")
+    assert api.status_code == 404
+    assert "not found" in api.get_json()["error"]["message"]
+
+
+def test_model_api_matches_page_data(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    model_id = add_rich_version(database, project_id)
+
+    body = client.get(f"/api/v1/projects/{project_id}/models/{model_id}").get_json()
+
+    assert body["model"]["id"] == model_id
+    assert body["settings"]["classifier"] == "mlp"
+    assert body["network"]["architecture"].startswith("sparse 3000")
+    assert body["confusion_matrix"] == METRICS["confusion_matrix"]
+    assert body["calibration"]["method"] == "temperature"
+    assert body["fold_macro_f1"] == [0.62, 0.66, 0.70]
+    assert [row["label"] for row in body["per_class"]] == ["negative", "useless", "positive"]
+
+
+def test_stopping_api(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    add_model_version(database, project_id)
+    add_rich_version(database, project_id)
+
+    body = client.get(f"/api/v1/projects/{project_id}/stopping").get_json()
+
+    assert body["verdict"] == "still improving"
+    assert body["n_versions"] == 2
+    assert [point["n_labels"] for point in body["curve"]] == [50, 80]
+    assert body["prediction_changes"][0]["kappa"] == 0.8
+    assert "too few to read a trend" in body["message"]

@@ -83,7 +83,35 @@ def cross_validate(
     random_state: int = 0,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
+    """Run stratified k-fold cross-validation; see ``cross_validate_with_proba``."""
+    metrics, _ = cross_validate_with_proba(
+        recipe_or_factory,
+        texts,
+        labels,
+        label_names=label_names,
+        unlabelled_texts=unlabelled_texts,
+        n_splits=n_splits,
+        random_state=random_state,
+        progress=progress,
+    )
+    return metrics
+
+
+def cross_validate_with_proba(
+    recipe_or_factory: ModelRecipe | str | ModelFactory,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    *,
+    label_names: Sequence[str] | None = None,
+    unlabelled_texts: Sequence[str] = (),
+    n_splits: int = 5,
+    random_state: int = 0,
+    progress: ProgressCallback | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
     """Run stratified k-fold cross-validation over labelled ``texts`` with answers ``labels``.
+
+    Returns the metrics and the out-of-fold probabilities: one row per text, one column per
+    label of the model's label list.
 
     ``label_names`` is the model's full label list in display order (default: the distinct
     answers in order of first appearance). ``n_splits`` shrinks to the smallest class count,
@@ -97,7 +125,7 @@ def cross_validate(
         model = recipe.build(names, random_state=random_state)
         model.featurizer.fit(list(texts) + list(unlabelled_texts))
         features = model.featurizer.transform(texts)
-        return cross_validate_features(
+        return cross_validate_features_with_proba(
             model, features, labels, n_splits=n_splits, random_state=random_state, progress=progress
         )
     started = time.perf_counter()
@@ -117,9 +145,9 @@ def cross_validate(
         else:
             fold_model = recipe().fit(train_texts, train_labels, unlabelled_texts=unlabelled_texts)
         proba = fold_model.predict_proba([texts[i] for i in test])
-        results.append((test, proba.argmax(axis=1)))
+        results.append((test, proba))
         _report(progress, fold + 1, len(splits))
-    return _metrics(y, names, results, started)
+    return _metrics(y, names, results, started), _out_of_fold(y, names, results)
 
 
 def cross_validate_features(
@@ -131,10 +159,27 @@ def cross_validate_features(
     random_state: int = 0,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
+    """Cross-validate clones of ``model.classifier``; see ``cross_validate_features_with_proba``."""
+    metrics, _ = cross_validate_features_with_proba(
+        model, features, labels, n_splits=n_splits, random_state=random_state, progress=progress
+    )
+    return metrics
+
+
+def cross_validate_features_with_proba(
+    model: TextModel,
+    features: Features,
+    labels: Sequence[str],
+    *,
+    n_splits: int = 5,
+    random_state: int = 0,
+    progress: ProgressCallback | None = None,
+) -> tuple[dict[str, Any], np.ndarray]:
     """Cross-validate clones of ``model.classifier`` on features from its fitted featurizer.
 
     Each fold fits a fresh clone on the other folds' rows only, so the metrics never come from
-    the data a classifier was trained on.
+    the data a classifier was trained on. Returns the metrics and the out-of-fold
+    probabilities, columns in ``model.labels`` order.
     """
     names, y, folds = _prepare(labels, model.labels, n_splits, random_state)
     started = time.perf_counter()
@@ -144,7 +189,7 @@ def cross_validate_features(
         train, test = split
         classifier = clone(model.classifier).fit(features[train], y[train])
         fold_model = TextModel(model.featurizer, classifier, names)
-        return test, fold_model.predict_proba_features(features[test]).argmax(axis=1)
+        return test, fold_model.predict_proba_features(features[test])
 
     # scikit-learn's SGD inner loop releases the GIL, so two threads fit two folds at once.
     results = []
@@ -152,7 +197,7 @@ def cross_validate_features(
         for done, result in enumerate(pool.map(run_fold, splits), start=1):
             results.append(result)
             _report(progress, done, len(splits))
-    return _metrics(y, names, results, started)
+    return _metrics(y, names, results, started), _out_of_fold(y, names, results)
 
 
 def _metrics(
@@ -163,7 +208,8 @@ def _metrics(
 ) -> dict[str, Any]:
     predicted = np.empty_like(y)
     fold_f1 = []
-    for test_index, fold_predicted in results:
+    for test_index, fold_proba in results:
+        fold_predicted = fold_proba.argmax(axis=1)
         predicted[test_index] = fold_predicted
         fold_f1.append(
             f1_score(
@@ -178,6 +224,15 @@ def _metrics(
     metrics["n_splits"] = len(results)
     metrics["seconds"] = round(time.perf_counter() - started, 3)
     return metrics
+
+
+def _out_of_fold(
+    y: np.ndarray, names: list[str], results: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
+    proba = np.zeros((y.size, len(names)), dtype=np.float64)
+    for test_index, fold_proba in results:
+        proba[test_index] = fold_proba
+    return proba
 
 
 def _report(progress: ProgressCallback | None, done: int, total: int) -> None:

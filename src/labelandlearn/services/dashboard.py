@@ -1,4 +1,5 @@
-"""Read-only views of a project's model versions and metrics for the dashboard and the API."""
+"""Read-only views of a project's model versions, metrics and stopping signal for the
+dashboard, the model page and the API."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labelandlearn.errors import NotFoundError
+from labelandlearn.learning.stopping import CurvePoint, fit_learning_curve, stopping_signal
 from labelandlearn.services.projects import get_project
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import ModelVersion, Project
@@ -69,6 +72,8 @@ def version_payload(version: ModelVersion, current_id: int | None) -> dict[str, 
         "training_seconds": version.training_seconds,
         "created_at": version.created_at.isoformat() if version.created_at else None,
         "is_current": version.id == current_id,
+        # "pending" marks a version trained on TF-IDF alone while embeddings were computed.
+        "embeddings_status": (metrics.get("embeddings") or {}).get("status"),
     }
 
 
@@ -163,3 +168,103 @@ def model_weights(db: Database, project_id: int, version: int | None = None) -> 
                 raise NotFoundError(f"model version {version} of project {project_id} not found")
         weights = row.weights
         return weights, model_filename(project.name, row.version)
+
+
+# --------------------------------------------------------------------------- stopping signal
+
+
+def _version_rows(db: Database, project_id: int) -> list[tuple[int, int, dict[str, Any]]]:
+    """Return (version, n_labels, metrics) of every version of the project, oldest first."""
+    with db.session() as session:
+        get_project(session, project_id)
+        rows = session.execute(
+            select(ModelVersion.version, ModelVersion.n_labels, ModelVersion.metrics)
+            .where(ModelVersion.project_id == project_id)
+            .order_by(ModelVersion.version)
+        ).all()
+        return [(version, n_labels, dict(metrics or {})) for version, n_labels, metrics in rows]
+
+
+def _fold_scores(metrics: dict[str, Any]) -> list[float]:
+    folds = metrics.get("fold_macro_f1")
+    if isinstance(folds, list) and folds:
+        return [float(v) for v in folds if isinstance(v, int | float)]
+    value = metric_value(metrics, "macro_f1")
+    return [value] if value is not None else []
+
+
+def stopping_report(db: Database, project_id: int) -> dict[str, Any]:
+    """Return the stopping verdict with the figures behind it, for the dashboard and the API.
+
+    Keys: the fields of ``StoppingSignal`` (verdict, message, n_labels, latest_score,
+    latest_score_std, estimated_gain_next_100, curve_kind, recent_kappas, curve), plus
+    ``prediction_changes`` (one row per version compared with its predecessor), ``fitted``
+    (the fitted learning curve from the first point to 100 labels past the last) and
+    ``n_versions``.
+    """
+    rows = _version_rows(db, project_id)
+    versions = [(n_labels, _fold_scores(m)) for _, n_labels, m in rows if _fold_scores(m)]
+    changes = [
+        {"version": version, "n_labels": n_labels, **metrics["prediction_change"]}
+        for version, n_labels, metrics in rows
+        if isinstance(metrics.get("prediction_change"), dict)
+    ]
+    signal = stopping_signal(versions, [float(change["kappa"]) for change in changes])
+    report = signal.to_dict()
+    report["prediction_changes"] = changes
+    report["n_versions"] = len(rows)
+    report["fitted"] = _fitted_curve(signal.curve)
+    return report
+
+
+def _fitted_curve(curve: list[CurvePoint]) -> list[dict[str, float]]:
+    if len(curve) < 2:
+        return []
+    fit = fit_learning_curve([p.n_labels for p in curve], [p.mean for p in curve])
+    if fit.kind == "none":
+        return []
+    first, last = curve[0].n_labels, curve[-1].n_labels + 100
+    n_values = sorted({max(1, int(round(n))) for n in np.linspace(first, last, 40)})
+    predicted = fit.predict(np.asarray(n_values, dtype=np.float64))
+    return [{"n_labels": n, "score": float(s)} for n, s in zip(n_values, predicted, strict=True)]
+
+
+# --------------------------------------------------------------------------- model page
+
+
+def model_detail(db: Database, project_id: int, model_id: int) -> dict[str, Any]:
+    """Return one model version's settings, metrics, per-class table, confusion matrix,
+    calibration and, for a neural network, its architecture and training curve.
+
+    Raises NotFoundError when ``model_id`` is not a model version of the project.
+    """
+    with db.session() as session:
+        project = get_project(session, project_id)
+        version = session.get(ModelVersion, model_id)
+        if version is None or version.project_id != project_id:
+            raise NotFoundError(f"model {model_id} of project {project_id} not found")
+        metrics = dict(version.metrics or {})
+        labels = [
+            str(label) for label in metrics.get("labels") or [lb.name for lb in project.labels]
+        ]
+        payload = version_payload(version, project.current_model_id)
+        params = dict(version.params or {})
+        project_name = project.name
+    summary = ModelSummary(version=payload, metrics=metrics, labels=labels)
+    scalar_names = ("accuracy", "macro_f1", "fold_macro_f1_mean", "fold_macro_f1_std", "ece")
+    return {
+        "project": {"id": project_id, "name": project_name},
+        "model": payload,
+        "settings": params,
+        "labels": labels,
+        "metrics": {name: metrics.get(name) for name in scalar_names if name in metrics},
+        "n_splits": metrics.get("n_splits"),
+        "fold_macro_f1": metrics.get("fold_macro_f1") or [],
+        "per_class": per_class_rows(summary),
+        "confusion_matrix": metrics.get("confusion_matrix") or [],
+        "calibration": metrics.get("calibration"),
+        "network": metrics.get("network"),
+        "prediction_change": metrics.get("prediction_change"),
+        "embeddings": metrics.get("embeddings"),
+        "auto": params.get("auto"),
+    }

