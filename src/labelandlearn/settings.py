@@ -46,9 +46,6 @@ class Settings(BaseSettings):
             "mode, which only binds and answers 127.0.0.1."
         ),
     )
-    lease_seconds: int = Field(
-        default=1800, ge=10, description="Default lease of a handed-out item, in seconds."
-    )
     port: int = Field(default=8000, description="Port the web server listens on.")
     secret_key: str | None = Field(
         default=None,
@@ -66,6 +63,13 @@ class Settings(BaseSettings):
     )
     job_threads: int = Field(
         default=2, ge=1, description="Worker threads for the in-process job runner."
+    )
+    job_isolation: Literal["process", "thread"] = Field(
+        default="process",
+        description=(
+            "How the in-process runner runs a job: in a child process (training never slows "
+            "down labelling requests) or in the worker thread itself."
+        ),
     )
     celery_broker_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Celery broker URL (celery runner)."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from labelandlearn.errors import NotFoundError, ValidationError
@@ -39,7 +40,8 @@ def run_export_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any
             raise NotFoundError(f"project {context.project_id} not found")
         filename = export_filename(project.name, fmt, datetime.now(UTC))
 
-    folder = get_settings().data_dir / "exports"
+    # The web app passes its own data folder; the CLI and workers use the settings.
+    folder = Path(params["folder"]) if params.get("folder") else get_settings().data_dir / "exports"
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / filename
     partial = folder / f".{filename}.{context.job_id}.part"

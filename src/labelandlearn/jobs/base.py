@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from sqlalchemy import select
+
 from labelandlearn.errors import LabelAndLearnError, NotFoundError
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Job
@@ -125,6 +127,33 @@ def run_job(db: Database, job_id: str) -> None:
         time.monotonic() - started,
         f" error={error}" if error else "",
     )
+
+
+def fail_job(db: Database, job_id: str, error: str) -> None:
+    """Mark a job that cannot finish as failed, unless it already finished."""
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        if job is not None and job.status in ("queued", "running"):
+            job.status = "failed"
+            job.error = error
+            job.finished_at = datetime.now(UTC)
+    logger.info("job %s failed: %s", job_id, error)
+
+
+def fail_stale_jobs(db: Database) -> int:
+    """Mark jobs left queued or running by a server that stopped as failed; return how many.
+
+    Only for the in-process runner: its jobs cannot outlive the server process.
+    """
+    with db.session() as session:
+        stale = list(session.scalars(select(Job).where(Job.status.in_(("queued", "running")))))
+        for job in stale:
+            job.status = "failed"
+            job.error = "the server stopped before the job finished; start it again"
+            job.finished_at = datetime.now(UTC)
+    if stale:
+        logger.warning("marked %d jobs left by a stopped server as failed", len(stale))
+    return len(stale)
 
 
 class JobRunner(Protocol):

@@ -22,7 +22,8 @@ except ImportError:  # pragma: no cover - depends on the installed extras
 def make_celery(broker_url: str) -> Any:
     if Celery is None:
         raise MissingExtraError(
-            "the celery job runner needs Celery; install it with: pip install 'labelandlearn[celery]'"
+            "the celery job runner needs Celery; "
+            "install it with: pip install 'labelandlearn[celery]'"
         )
     app = Celery("labelandlearn", broker=broker_url, backend=None)
     app.conf.task_acks_late = True

@@ -12,7 +12,7 @@ from flask import Flask, Response, jsonify, render_template, request
 from flask_bootstrap import Bootstrap5
 from flask_login import LoginManager, UserMixin
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import select
+from sqlalchemy import Table, bindparam, select
 from werkzeug.exceptions import HTTPException
 
 from labelandlearn.auth.users import LOCAL_USERNAME
@@ -24,6 +24,14 @@ from labelandlearn.storage.models import User
 from labelandlearn.web.state import AppState
 
 logger = logging.getLogger(__name__)
+
+USERS: Table = User.__table__  # type: ignore[assignment]
+# The user behind a login session: active and with a password (the local user has none).
+_SESSION_USER = select(USERS.c.id, USERS.c.username, USERS.c.is_admin).where(
+    USERS.c.id == bindparam("user_id"),
+    USERS.c.is_active.is_(True),
+    USERS.c.password_hash.is_not(None),
+)
 
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -83,9 +91,21 @@ def _make_runner(settings: Settings, db: Database) -> JobRunner:
         from labelandlearn.jobs.celery_runner import CeleryRunner
 
         return CeleryRunner(db, settings.celery_broker_url)
+    from labelandlearn.jobs.base import fail_stale_jobs
     from labelandlearn.jobs.inprocess import InProcessRunner
 
-    return InProcessRunner(db, threads=settings.job_threads)
+    # In-process jobs die with the server, so a job still marked running is a leftover.
+    fail_stale_jobs(db)
+    environment = {
+        "LABELANDLEARN_DATA_DIR": str(settings.data_dir),
+        "LABELANDLEARN_DATABASE_URL": db.url,
+    }
+    return InProcessRunner(
+        db,
+        threads=settings.job_threads,
+        isolation=settings.job_isolation,
+        environment=environment,
+    )
 
 
 def create_app(
@@ -179,11 +199,13 @@ def _setup_login(app: Flask) -> None:
         state: AppState = app.extensions["labelandlearn"]
         if not state.settings.accounts or not user_id.isdigit():
             return None
-        with state.db.session() as session:
-            user = session.get(User, int(user_id))
-            if user is None or not user.is_active or user.password_hash is None:
-                return None
-            return LoginUser(user.id, user.username, user.is_admin)
+        # A prebuilt Core statement on a plain connection, since this runs on every request
+        # of a logged-in user; an ORM session would add an identity-map load.
+        with state.db.engine.connect() as connection:
+            user = connection.execute(_SESSION_USER, {"user_id": int(user_id)}).first()
+        if user is None:
+            return None
+        return LoginUser(user.id, user.username, user.is_admin)
 
     @login_manager.request_loader
     def load_request_user(current: Any) -> LoginUser | None:

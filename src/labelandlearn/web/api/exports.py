@@ -30,7 +30,10 @@ def start_export(body: dict[str, Any], project_id: int) -> dict[str, Any]:
     """Start an export job; poll /jobs/<job_id>, then GET /exports/<job_id>/download."""
     with state().db.session() as session:
         get_project(session, project_id)
-    job_id = state().runner.submit("export", project_id, {"format": body["format"]})
+    folder = str(state().settings.data_dir / "exports")
+    job_id = state().runner.submit(
+        "export", project_id, {"format": body["format"], "folder": folder}
+    )
     return {"job_id": job_id}
 
 
