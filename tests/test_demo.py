@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from shared_data import dataset_path
 from labelandlearn.demo import (
     DEMO_PROJECT_NAME,
     SAMPLE_PATH,
@@ -29,6 +28,7 @@ from labelandlearn.demo import data as demo_data
 from labelandlearn.errors import ImportFormatError, LabelAndLearnError
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Answer, Item, Label, Project
+from shared_data import dataset_path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -15,7 +15,6 @@ from ingest_helpers import create_project
 from openpyxl import Workbook
 from sqlalchemy import func, select
 
-from shared_data import dataset_path
 from labelandlearn.errors import ImportFormatError, NotFoundError, ValidationError
 from labelandlearn.ingest import importer
 from labelandlearn.ingest.bulk import ItemInserter
@@ -23,6 +22,7 @@ from labelandlearn.ingest.importer import import_file
 from labelandlearn.ingest.mapping import ColumnMapping
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Answer, Dataset, Item, Label
+from shared_data import dataset_path
 
 RATING_MAP = {"-1": "negative", "0": "useless", "1": "positive"}
 TEXT_ONLY = ColumnMapping("text")

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from shared_data import dataset_path
 from labelandlearn.errors import ValidationError
 from labelandlearn.team.agreement import (
     Ratings,
@@ -21,6 +20,7 @@ from labelandlearn.team.agreement import (
     majority_labels,
     pairwise_cohen_kappa,
 )
+from shared_data import dataset_path
 
 M = -1  # missing
 

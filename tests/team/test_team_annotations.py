@@ -8,7 +8,6 @@ import pytest
 from sqlalchemy import func, select
 from team_helpers import import_items, make_project, small_project, write_csv
 
-from shared_data import dataset_path
 from labelandlearn.errors import ImportFormatError, ValidationError
 from labelandlearn.ingest.importer import import_file
 from labelandlearn.ingest.mapping import ColumnMapping
@@ -16,6 +15,7 @@ from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Answer, Item, Label, User
 from labelandlearn.team.annotations import import_annotations
 from labelandlearn.team.stats import team_stats
+from shared_data import dataset_path
 
 HEADER = ["row_id", "annotator_id", "label"]
 
