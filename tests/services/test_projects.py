@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+
+from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
+from labelandlearn.services.projects import (
+    LabelSpec,
+    ProjectSpec,
+    create_project,
+    delete_project,
+    get_project,
+    normalise_labels,
+    update_project,
+)
+from labelandlearn.storage.db import Database
+
+
+def spec(
+    name: str = "tweets", labels: list[LabelSpec] | None = None, **settings: object
+) -> ProjectSpec:
+    labels = labels or [LabelSpec("useless"), LabelSpec("useful")]
+    return ProjectSpec(name=name, labels=labels, **settings)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        ([LabelSpec("only")], "2 to 50 labels"),
+        ([LabelSpec(f"l{i}") for i in range(51)], "2 to 50 labels"),
+        ([LabelSpec(""), LabelSpec("b")], "empty name"),
+        ([LabelSpec("  "), LabelSpec("b")], "empty name"),
+        ([LabelSpec("a"), LabelSpec("A")], "used twice"),
+        ([LabelSpec("a", key="1"), LabelSpec("b", key="1")], "already the key"),
+        ([LabelSpec("a", key=" "), LabelSpec("b")], "taken by the labelling screen"),
+        ([LabelSpec("a", key="ab"), LabelSpec("b")], "one printable character"),
+        ([LabelSpec("a", color="red"), LabelSpec("b")], "#rrggbb"),
+    ],
+)
+def test_labels_rejected(labels: list[LabelSpec], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        normalise_labels(labels)
+
+
+def test_labels_get_free_keys_and_colours() -> None:
+    labels = normalise_labels([LabelSpec("a", key="1"), LabelSpec("b"), LabelSpec("c")])
+    assert [label.key for label in labels] == ["1", "2", "3"]
+    assert all(label.color and label.color.startswith("#") for label in labels)
+
+
+def test_create_rejects_unknown_model_and_strategy(db: Database) -> None:
+    with pytest.raises(ValidationError, match="unknown model 'nope'"):
+        create_project(db, spec(model_name="nope"))
+    with pytest.raises(ValidationError, match="unknown query strategy 'nope'"):
+        create_project(db, spec(strategy_name="nope"))
+
+
+def test_create_rejects_duplicate_name(db: Database) -> None:
+    create_project(db, spec())
+    with pytest.raises(ConflictError, match="already exists"):
+        create_project(db, spec())
+
+
+def test_update_swaps_label_keys(db: Database) -> None:
+    project_id = create_project(db, spec(labels=[LabelSpec("a", key="1"), LabelSpec("b", key="2")]))
+    with db.session() as session:
+        ids = [label.id for label in get_project(session, project_id).labels]
+    swapped = [LabelSpec("a", key="2", id=ids[0]), LabelSpec("b", key="1", id=ids[1])]
+    update_project(db, project_id, spec(labels=swapped, overlap=2))
+    with db.session() as session:
+        project = get_project(session, project_id)
+        assert [(label.name, label.key) for label in project.labels] == [("a", "2"), ("b", "1")]
+        assert project.overlap == 2
+
+
+def test_delete_then_404(db: Database) -> None:
+    project_id = create_project(db, spec())
+    delete_project(db, project_id)
+    with pytest.raises(NotFoundError, match=f"project {project_id} not found"):
+        with db.session() as session:
+            get_project(session, project_id)
