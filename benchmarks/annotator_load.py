@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import random
 import re
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
+from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
@@ -186,3 +194,49 @@ def run_load(
     for thread in threads:
         thread.join()
     return results, time.perf_counter() - started
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/login", timeout=2):  # noqa: S310 - loopback
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"the server at {url} did not answer within {timeout} s")
+
+
+@contextmanager
+def served(database_url: str, data_dir: Path, threads: int) -> Iterator[tuple[str, int]]:
+    """Run ``labelandlearn serve`` with accounts in a child process; yield (URL, its pid).
+
+    A separate process keeps the client threads from competing with the server for the
+    GIL, as a browser would not.
+    """
+    port = free_port()
+    env = {
+        **os.environ,
+        "LABELANDLEARN_DATA_DIR": str(data_dir),
+        "LABELANDLEARN_DATABASE_URL": database_url,
+        "LABELANDLEARN_ACCOUNTS": "true",
+        "LABELANDLEARN_SECRET_KEY": "load-test",
+        "LABELANDLEARN_LOG_LEVEL": "WARNING",
+    }
+    command = [sys.executable, "-m", "labelandlearn.cli", "serve", "--port", str(port)]
+    server = subprocess.Popen([*command, "--threads", str(threads)], env=env)
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_up(base_url, server)
+        yield base_url, server.pid
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -15,19 +15,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
+import psutil
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annotator_load import percentile, run_load  # noqa: E402
+from annotator_load import percentile, run_load, served  # noqa: E402
 
 from labelandlearn.auth import users  # noqa: E402
 from labelandlearn.auth.permissions import set_membership  # noqa: E402
@@ -35,12 +32,6 @@ from labelandlearn.storage.db import Database  # noqa: E402
 from labelandlearn.storage.models import Answer, Item, Label, Project  # noqa: E402
 
 PASSWORD = "load test password 1"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def prepare(
@@ -82,19 +73,6 @@ def prepare(
     return project_id, label_ids, credentials
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/login", timeout=2):  # noqa: S310 - loopback
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise RuntimeError(f"the server at {url} did not answer within {timeout} s")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
@@ -106,6 +84,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=16, help="server request threads")
     args = parser.parse_args()
 
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as folder:
         data_dir = Path(folder)
         schema = None
@@ -122,38 +101,18 @@ def main() -> int:
             project_id, label_ids, credentials = prepare(
                 db, args.annotators, args.annotators * args.answers + 500
             )
-            port = free_port()
-            env = {
-                **os.environ,
-                "LABELANDLEARN_DATA_DIR": str(data_dir),
-                "LABELANDLEARN_DATABASE_URL": url,
-                "LABELANDLEARN_ACCOUNTS": "true",
-                "LABELANDLEARN_SECRET_KEY": "load-test",
-                "LABELANDLEARN_LOG_LEVEL": "WARNING",
-            }
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "labelandlearn",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--threads",
-                    str(args.threads),
-                ],
-                env=env,
-            )
-            base_url = f"http://127.0.0.1:{port}"
-            try:
-                wait_until_up(base_url, server)
+            with served(url, data_dir, args.threads) as (base_url, pid):
+                cpu_before = server_cpu_seconds(pid)
                 results, seconds = run_load(
                     base_url, project_id, label_ids, credentials, args.answers
                 )
-            finally:
-                server.terminate()
-                server.wait(timeout=30)
+                cpu_seconds = server_cpu_seconds(pid) - cpu_before
             check(db, results, seconds, args)
+            per_answer_ms = 1000 * cpu_seconds / expected_answers(args)
+            print(
+                f"server CPU: {cpu_seconds:.1f} s, {per_answer_ms:.1f} ms per answer; "
+                f"load average at the end: {os.getloadavg()[0]:.1f}"
+            )
         finally:
             db.dispose()
             if schema is not None:
@@ -162,8 +121,22 @@ def main() -> int:
     return 0
 
 
+def server_cpu_seconds(pid: int) -> float:
+    """Return the CPU time (user + system) of the server process and its workers so far."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for process in (root, *root.children(recursive=True)):
+        times = process.cpu_times()
+        total += times.user + times.system
+    return total
+
+
+def expected_answers(args: argparse.Namespace) -> int:
+    return int(args.annotators * args.answers)
+
+
 def check(db: Database, results: list, seconds: float, args: argparse.Namespace) -> None:
-    expected = args.annotators * args.answers
+    expected = expected_answers(args)
     client_ids = set().union(*(result.stored_answer_ids for result in results))
     with db.session() as session:
         stored = set(session.scalars(sa.select(Answer.id)))

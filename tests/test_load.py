@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-from waitress.server import create_server
+from sqlalchemy import func, insert, select
 
 from labelandlearn.auth import users
 from labelandlearn.auth.permissions import set_membership
-from labelandlearn.jobs.inprocess import InProcessRunner
-from labelandlearn.settings import Settings
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Answer, Item, Label, Project
-from labelandlearn.web.app import create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from annotator_load import percentile, run_load  # noqa: E402
+from annotator_load import percentile, run_load, served  # noqa: E402
 
 ANNOTATORS = 20
 ANSWERS_EACH = 100
@@ -43,14 +38,17 @@ def _prepare(db: Database, n_items: int) -> tuple[int, list[int], list[tuple[str
         )
         session.add(project)
         session.flush()
-        session.add_all(
-            Item(
-                project_id=project.id,
-                text=f"tweet number {i}",
-                text_hash=hashlib.sha1(f"tweet number {i}".encode()).hexdigest(),
-                position=i,
-            )
-            for i in range(n_items)
+        session.execute(
+            insert(Item),
+            [
+                {
+                    "project_id": project.id,
+                    "text": f"tweet number {i}",
+                    "text_hash": hashlib.sha1(f"tweet number {i}".encode()).hexdigest(),
+                    "position": i,
+                }
+                for i in range(n_items)
+            ],
         )
         project_id = project.id
         label_ids = [label.id for label in project.labels]
@@ -64,23 +62,21 @@ def _prepare(db: Database, n_items: int) -> tuple[int, list[int], list[tuple[str
 
 
 @pytest.fixture
-def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Database]]:
-    settings = Settings(data_dir=tmp_path, database_url=database_url, accounts=True)
+def server(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Database]]:
+    """Yield the URL of ``labelandlearn serve`` (a child process) and its database."""
     db = Database(database_url)
     db.upgrade()
     users.create_user(db, "admin", "load test secret 12", is_admin=True)
-    app = create_app(settings, db=db, runner=InProcessRunner(db, threads=1))
-    server = create_server(app, host="127.0.0.1", port=0, threads=16)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}", db
-    server.close()
-    db.dispose()
+    try:
+        with served(database_url, tmp_path, threads=16) as (base_url, _pid):
+            yield base_url, db
+    finally:
+        db.dispose()
 
 
 @pytest.mark.slow
-def test_twenty_annotators_store_every_answer_once(served: tuple[str, Database]) -> None:
-    base_url, db = served
+def test_twenty_annotators_store_every_answer_once(server: tuple[str, Database]) -> None:
+    base_url, db = server
     project_id, label_ids, credentials = _prepare(db, n_items=ANNOTATORS * ANSWERS_EACH + 200)
 
     results, seconds = run_load(base_url, project_id, label_ids, credentials, ANSWERS_EACH)

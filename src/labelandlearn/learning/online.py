@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -29,12 +31,38 @@ logger = logging.getLogger(__name__)
 COLD_START_RECIPE = "hashing-linear"
 
 
+# Featurized texts kept per cached model, from the predictions handed out with next items.
+# The answer to such an item reuses them for its online update, which saves one featurizer
+# transform (the costliest step of the update) per answer.
+FEATURE_CACHE_SIZE = 1024
+
+
 @dataclass
 class _Entry:
     model: TextModel
     model_version_id: int | None
     lock: threading.Lock
     answers_learned: int = 0
+    # Text to its feature row, oldest first. The featurizer does not change while the entry
+    # lives (online updates touch only the classifier), so a cached row stays valid.
+    features: OrderedDict[str, Any] = field(default_factory=OrderedDict)
+
+    def remember_features(self, texts: Sequence[str], X: Any) -> None:
+        """Store each text's feature row; the caller must hold ``lock``."""
+        for index, text in enumerate(texts):
+            self.features[text] = X[index : index + 1]
+            self.features.move_to_end(text)
+        while len(self.features) > FEATURE_CACHE_SIZE:
+            self.features.popitem(last=False)
+
+    def partial_fit(self, text: str, label_name: str) -> None:
+        """Run one online update, with the cached feature row when there is one."""
+        X = self.features.pop(text, None)
+        if X is None:
+            self.model.partial_fit([text], [label_name])
+            return
+        y = self.model.encode_labels([label_name])
+        self.model.classifier.partial_fit(X, y, classes=np.arange(len(self.model.labels)))
 
 
 class ModelCache:
@@ -43,6 +71,8 @@ class ModelCache:
     def __init__(self) -> None:
         self._entries: dict[int, _Entry] = {}
         self._guard = threading.Lock()
+        # Projects whose newer model a background thread is loading.
+        self._reloading: set[int] = set()
 
     def _current_ids(self, db: Database, project_id: int) -> tuple[int | None, list[str]]:
         with db.session() as session:
@@ -59,13 +89,35 @@ class ModelCache:
             ).all()
         return current, list(labels)
 
-    def _entry(self, db: Database, project_id: int, *, cold_start: bool) -> _Entry | None:
-        current_id, labels = self._current_ids(db, project_id)
+    def _entry(
+        self,
+        db: Database,
+        project_id: int,
+        *,
+        cold_start: bool,
+        current: tuple[int | None, list[str]] | None = None,
+        wait: bool = True,
+    ) -> _Entry | None:
+        """Return the project's cached entry, loading or building it when it is stale.
+
+        With ``wait`` false, a trained model that a newer trained model replaced (same labels)
+        keeps serving while a background thread loads the new one: loading takes hundreds of
+        milliseconds, which a labelling request should not wait for.
+        """
+        current_id, labels = current if current is not None else self._current_ids(db, project_id)
         with self._guard:
             entry = self._entries.get(project_id)
             if entry is not None and entry.model_version_id == current_id:
                 if current_id is not None or entry.model.labels == labels:
                     return entry
+            replaceable = (
+                entry is not None
+                and entry.model_version_id is not None
+                and entry.model.labels == labels
+            )
+            if not wait and current_id is not None and replaceable:
+                self._start_reload(db, project_id)
+                return entry
             if current_id is not None:
                 loaded = load_current_model(db, project_id)
                 if loaded is None:
@@ -80,6 +132,35 @@ class ModelCache:
             self._entries[project_id] = entry
             return entry
 
+    def _start_reload(self, db: Database, project_id: int) -> None:
+        """Load the project's current model in a background thread; the caller holds _guard."""
+        if project_id in self._reloading:
+            return
+        self._reloading.add(project_id)
+        thread = threading.Thread(
+            target=self._reload,
+            args=(db, project_id),
+            name=f"model-reload-{project_id}",
+            daemon=True,
+        )
+        thread.start()
+
+    def _reload(self, db: Database, project_id: int) -> None:
+        try:
+            loaded = load_current_model(db, project_id)
+            if loaded is not None:
+                with self._guard:
+                    self._entries[project_id] = _Entry(loaded[0], loaded[1], threading.Lock())
+                logger.info(
+                    "model cache reloaded project=%s model_version=%s", project_id, loaded[1]
+                )
+        except Exception:
+            # The old model keeps serving, and the next request starts another reload.
+            logger.exception("model cache reload failed project=%s", project_id)
+        finally:
+            with self._guard:
+                self._reloading.discard(project_id)
+
     def get(self, db: Database, project_id: int) -> tuple[TextModel, int | None] | None:
         """Return (model, model_versions.id or None for a cold-start model), or None.
 
@@ -91,19 +172,41 @@ class ModelCache:
         return entry.model, entry.model_version_id
 
     def predict(
-        self, db: Database, project_id: int, texts: Sequence[str]
+        self,
+        db: Database,
+        project_id: int,
+        texts: Sequence[str],
+        *,
+        current: tuple[int | None, list[str]] | None = None,
     ) -> tuple[np.ndarray, list[str], int | None] | None:
-        """Return (probabilities, label names, model version id), or None without a model."""
-        entry = self._entry(db, project_id, cold_start=False)
+        """Return (probabilities, label names, model version id), or None without a model.
+
+        ``current`` is the project's (current_model_id, label names in position order) when
+        the caller has just read them; without it the cache reads them itself.
+        """
+        entry = self._entry(db, project_id, cold_start=False, current=current, wait=False)
         if entry is None or not entry.model.classifier.is_fitted:
             return None
         with entry.lock:
-            proba = entry.model.predict_proba(texts)
+            X = entry.model.transform(texts)
+            proba = entry.model.predict_proba_features(X)
+            entry.remember_features(texts, X)
         return proba, entry.model.labels, entry.model_version_id
 
-    def learn(self, db: Database, project_id: int, text: str, label_name: str) -> bool:
-        """Run the online update for one answer; return False when the label is unknown."""
-        entry = self._entry(db, project_id, cold_start=True)
+    def learn(
+        self,
+        db: Database,
+        project_id: int,
+        text: str,
+        label_name: str,
+        *,
+        current: tuple[int | None, list[str]] | None = None,
+    ) -> bool:
+        """Run the online update for one answer; return False when the label is unknown.
+
+        ``current`` is as for :meth:`predict`.
+        """
+        entry = self._entry(db, project_id, cold_start=True, current=current, wait=False)
         if entry is None:
             return False
         if label_name not in entry.model.labels:
@@ -114,7 +217,7 @@ class ModelCache:
             )
             return False
         with entry.lock:
-            entry.model.partial_fit([text], [label_name])
+            entry.partial_fit(text, label_name)
             entry.answers_learned += 1
         return True
 

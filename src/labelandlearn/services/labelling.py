@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
+import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, Table, and_, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,15 +27,35 @@ logger = logging.getLogger(__name__)
 MAX_BATCH = 50
 LIVE_WINDOW = 100
 
+PROJECTS: Table = Project.__table__  # type: ignore[assignment]
+LABELS: Table = Label.__table__  # type: ignore[assignment]
+ANSWERS: Table = Answer.__table__  # type: ignore[assignment]
+ITEMS: Table = Item.__table__  # type: ignore[assignment]
+# The columns of an answer that its JSON shape shows.
+ANSWER_COLUMNS = (ANSWERS.c.id, ANSWERS.c.item_id, ANSWERS.c.label_id, ANSWERS.c.created_at)
+
 
 class Predictor(Protocol):
     """What the labelling service needs from the per-process model cache."""
 
     def predict(
-        self, db: Database, project_id: int, texts: list[str]
+        self,
+        db: Database,
+        project_id: int,
+        texts: list[str],
+        *,
+        current: tuple[int | None, list[str]] | None = None,
     ) -> tuple[Any, list[str], int | None] | None: ...
 
-    def learn(self, db: Database, project_id: int, text: str, label_name: str) -> None: ...
+    def learn(
+        self,
+        db: Database,
+        project_id: int,
+        text: str,
+        label_name: str,
+        *,
+        current: tuple[int | None, list[str]] | None = None,
+    ) -> bool: ...
 
 
 @dataclass
@@ -45,16 +68,104 @@ class AnswerInput:
     model_version_id: int | None = None
     duration_ms: int | None = None
     replace: bool = False
+    # A label name, resolved to ``label_id`` when ``label_id`` is None.
+    label_name: str | None = None
 
 
-def _label_map(session: Session, project_id: int) -> dict[int, Label]:
+@dataclass(frozen=True)
+class ProjectState:
+    """The project settings and labels that the labelling requests read, from one query."""
+
+    id: int
+    overlap: int
+    lease_seconds: int
+    retrain_every: int
+    train_on_single_answers: bool
+    current_model_id: int | None
+    # Label id to name, ordered by position then id (the model's class order).
+    labels: dict[int, str]
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.labels.values())
+
+    @property
+    def model_key(self) -> tuple[int | None, list[str]]:
+        """What the model cache checks its cached model against."""
+        return self.current_model_id, self.label_names
+
+
+# Built once, so SQLAlchemy reuses their memoized cache keys (see services.queue).
+_PROJECT_STATE = (
+    select(
+        PROJECTS.c.overlap,
+        PROJECTS.c.lease_seconds,
+        PROJECTS.c.retrain_every,
+        PROJECTS.c.train_on_single_answers,
+        PROJECTS.c.current_model_id,
+        LABELS.c.id,
+        LABELS.c.name,
+    )
+    .select_from(PROJECTS.outerjoin(LABELS, LABELS.c.project_id == PROJECTS.c.id))
+    .where(PROJECTS.c.id == bindparam("project_id"))
+    .order_by(LABELS.c.position, LABELS.c.id)
+)
+_ANSWER_BY_ID = select(*ANSWER_COLUMNS, ANSWERS.c.project_id, ANSWERS.c.user_id).where(
+    ANSWERS.c.id == bindparam("answer_id")
+)
+_CURRENT = ANSWERS.alias("current")
+_ITEM_WITH_CURRENT_ANSWER = (
+    select(
+        ITEMS.c.id,
+        ITEMS.c.project_id,
+        ITEMS.c.text,
+        _CURRENT.c.id.label("current_id"),
+        _CURRENT.c.item_id.label("current_item_id"),
+        _CURRENT.c.label_id.label("current_label_id"),
+        _CURRENT.c.created_at.label("current_created_at"),
+    )
+    .select_from(
+        ITEMS.outerjoin(
+            _CURRENT,
+            and_(_CURRENT.c.item_id == ITEMS.c.id, _CURRENT.c.user_id == bindparam("user_id")),
+        )
+    )
+    .where(ITEMS.c.id == bindparam("item_id"))
+)
+_INSERT_ANSWER = insert(ANSWERS)
+_DELETE_ANSWER = delete(ANSWERS).where(ANSWERS.c.id == bindparam("answer_id"))
+
+
+def load_project_state(session: Session, project_id: int) -> ProjectState:
+    """Read the project's settings and labels in one statement; raise NotFoundError."""
+    rows = session.connection().execute(_PROJECT_STATE, {"project_id": project_id}).all()
+    if not rows:
+        raise NotFoundError(f"project {project_id} not found")
+    first = rows[0]
+    return ProjectState(
+        id=project_id,
+        overlap=first.overlap,
+        lease_seconds=first.lease_seconds,
+        retrain_every=first.retrain_every,
+        train_on_single_answers=bool(first.train_on_single_answers),
+        current_model_id=first.current_model_id,
+        labels={row.id: row.name for row in rows if row.id is not None},
+    )
+
+
+def _label_map(session: Session, project_id: int) -> dict[int, str]:
     return {
-        label.id: label
-        for label in session.scalars(select(Label).where(Label.project_id == project_id))
+        label_id: name
+        for label_id, name in session.execute(
+            select(LABELS.c.id, LABELS.c.name)
+            .where(LABELS.c.project_id == project_id)
+            .order_by(LABELS.c.position, LABELS.c.id)
+        )
     }
 
 
-def item_payload(item: Item) -> dict[str, Any]:
+def item_payload(item: Any) -> dict[str, Any]:
+    """Return the JSON shape of an item (an ORM Item or a row of ``queue.ITEM_COLUMNS``)."""
     return {
         "id": item.id,
         "text": item.text,
@@ -80,48 +191,48 @@ def next_items(
     """
     limit = max(1, min(limit, MAX_BATCH))
     with db.session() as session:
-        project = session.get(Project, project_id)
-        if project is None:
-            raise NotFoundError(f"project {project_id} not found")
+        project = load_project_state(session, project_id)
         items = queue.lease_items(session, project, user_id, limit, list(exclude))
         payload = [item_payload(item) for item in items]
-        labels = {label.name: label.id for label in project.labels}
 
     if payload and predictor is not None:
-        _attach_predictions(db, project_id, payload, labels, predictor)
+        _attach_predictions(db, project, payload, predictor)
     return payload
 
 
 def _attach_predictions(
     db: Database,
-    project_id: int,
+    project: ProjectState,
     payload: list[dict[str, Any]],
-    labels: dict[str, int],
     predictor: Predictor,
 ) -> None:
-    prediction = predictor.predict(db, project_id, [entry["text"] for entry in payload])
+    prediction = predictor.predict(
+        db, project.id, [entry["text"] for entry in payload], current=project.model_key
+    )
     if prediction is None:
         return
     proba, label_names, version_id = prediction
+    label_ids = {name: label_id for label_id, name in project.labels.items()}
     for entry, row in zip(payload, proba, strict=True):
         best = int(row.argmax())
         entry["prediction"] = {
             "label": label_names[best],
-            "label_id": labels.get(label_names[best]),
+            "label_id": label_ids.get(label_names[best]),
             "confidence": float(row[best]),
             "probabilities": {name: float(p) for name, p in zip(label_names, row, strict=True)},
             "model_version_id": version_id,
         }
 
 
-def _answer_payload(answer: Answer, labels: dict[int, Label]) -> dict[str, Any]:
-    label = labels.get(answer.label_id) if answer.label_id is not None else None
+def _answer_payload(answer: Any, labels: dict[int, str]) -> dict[str, Any]:
+    """Return the JSON shape of an answer (an ORM Answer or a row with the same columns)."""
+    label_id = answer.label_id
     return {
         "id": answer.id,
         "item_id": answer.item_id,
-        "label_id": answer.label_id,
-        "label": label.name if label else None,
-        "skipped": answer.label_id is None,
+        "label_id": label_id,
+        "label": labels.get(label_id) if label_id is not None else None,
+        "skipped": label_id is None,
         "created_at": answer.created_at.isoformat(),
     }
 
@@ -131,6 +242,27 @@ def refresh_item(session: Session, item: Item, project: Project) -> None:
     session.flush()
     refresh_training_labels(session, project, [item.id])
     session.expire(item)
+
+
+def _resolve_label(project: ProjectState, answer: AnswerInput) -> int | None:
+    label_id = answer.label_id
+    if label_id is None and answer.label_name is not None:
+        found = [key for key, name in project.labels.items() if name == answer.label_name]
+        if not found:
+            raise ValidationError(f"label {answer.label_name!r} is not a label of this project")
+        label_id = found[0]
+    if label_id is not None and label_id not in project.labels:
+        raise ValidationError(f"label id {label_id} is not a label of project {project.id}")
+    return label_id
+
+
+def _check_answer_id(answer_id: str | None) -> str:
+    answer_id = answer_id or str(uuid.uuid4())
+    try:
+        uuid.UUID(answer_id)
+    except ValueError:
+        raise ValidationError(f"answer id {answer_id!r} is not a UUID") from None
+    return answer_id
 
 
 def submit_answer(
@@ -148,50 +280,32 @@ def submit_answer(
     answer instead of writing a second one. A different answer by the same user on the same
     item is a conflict (the response carries the current answer) unless ``replace`` is set.
     An item whose slots were all handed to other annotators is a conflict too.
+
+    The online model update and the retrain check run after the answer is committed.
     """
-    answer_id = answer.answer_id or str(uuid.uuid4())
-    try:
-        uuid.UUID(answer_id)
-    except ValueError:
-        raise ValidationError(f"answer id {answer_id!r} is not a UUID") from None
+    answer_id = _check_answer_id(answer.answer_id)
 
     with db.session() as session:
-        labels = _label_map(session, project_id)
-        previous = session.get(Answer, answer_id)
+        project = load_project_state(session, project_id)
+        connection = session.connection()
+        previous = connection.execute(_ANSWER_BY_ID, {"answer_id": answer_id}).first()
         if previous is not None:
             if previous.project_id != project_id or previous.user_id != user_id:
                 raise ConflictError(f"answer id {answer_id} is already used")
-            return {**_answer_payload(previous, labels), "created": False}
+            return {**_answer_payload(previous, project.labels), "created": False}
 
-        project = session.get(Project, project_id)
-        item = session.get(Item, answer.item_id)
-        if project is None:
-            raise NotFoundError(f"project {project_id} not found")
+        label_id = _resolve_label(project, answer)
+        item = _item_with_current_answer(session, answer.item_id, user_id)
         if item is None or item.project_id != project_id:
             raise NotFoundError(f"item {answer.item_id} not found in project {project_id}")
-        if answer.label_id is not None and answer.label_id not in labels:
-            raise ValidationError(
-                f"label id {answer.label_id} is not a label of project {project_id}"
-            )
         predicted = answer.predicted_label_id
-        if predicted is not None and predicted not in labels:
+        if predicted is not None and predicted not in project.labels:
             predicted = None
 
-        current = session.scalar(
-            select(Answer).where(Answer.item_id == item.id, Answer.user_id == user_id)
-        )
-        if current is not None:
-            if not answer.replace:
-                current_payload = _answer_payload(current, labels)
-                raise ConflictError(
-                    f"item {item.id} already has your answer "
-                    f"{current_payload['label'] or 'skip'!r}; send replace=true to change it",
-                    details={"current": current_payload},
-                )
-            session.delete(current)
-            session.flush()
+        if item.current_id is not None:
+            _replace_current(session, item, project.labels, answer.replace)
 
-        if answer.label_id is None:
+        if label_id is None:
             queue.release(session, item.id, user_id)
         elif not queue.mark_answered(session, project, item.id, user_id):
             raise ConflictError(
@@ -199,34 +313,114 @@ def submit_answer(
                 "fetch the next item"
             )
 
-        row = Answer(
-            id=answer_id,
-            project_id=project_id,
-            item_id=item.id,
-            user_id=user_id,
-            label_id=answer.label_id,
-            source="labeller",
-            predicted_label_id=predicted,
-            predicted_confidence=answer.predicted_confidence,
-            model_version_id=answer.model_version_id,
-            duration_ms=answer.duration_ms,
-            created_at=datetime.now(UTC),
-        )
-        session.add(row)
+        row = {
+            "id": answer_id,
+            "project_id": project_id,
+            "item_id": item.id,
+            "user_id": user_id,
+            "label_id": label_id,
+            "source": "labeller",
+            "predicted_label_id": predicted,
+            "predicted_confidence": answer.predicted_confidence,
+            "model_version_id": answer.model_version_id,
+            "duration_ms": answer.duration_ms,
+            "created_at": datetime.now(UTC),
+        }
         try:
-            session.flush()
+            connection.execute(_INSERT_ANSWER, row)
         except IntegrityError:
             session.rollback()
             return _answer_after_race(db, project_id, user_id, answer_id)
-        refresh_item(session, item, project)
+        refresh_training_labels(session, project, [item.id])
         text = item.text
-        result = {**_answer_payload(row, labels), "created": True}
+        result = {**_answer_payload(SimpleNamespace(**row), project.labels), "created": True}
 
-    if answer.label_id is not None and predictor is not None:
-        predictor.learn(db, project_id, text, labels[answer.label_id].name)
-    if runner is not None and answer.label_id is not None:
-        maybe_schedule_retrain(db, project_id, runner)
+    if label_id is not None:
+        _learn_and_check_retrain(db, project, text, project.labels[label_id], predictor, runner)
     return result
+
+
+def _item_with_current_answer(
+    session: Session, item_id: int, user_id: int
+) -> Row[*tuple[Any, ...]] | None:
+    """Return the item with the user's current answer on it (``current_*`` None without)."""
+    return (
+        session.connection()
+        .execute(_ITEM_WITH_CURRENT_ANSWER, {"item_id": item_id, "user_id": user_id})
+        .first()
+    )
+
+
+def _replace_current(
+    session: Session, item: Row[*tuple[Any, ...]], labels: dict[int, str], replace: bool
+) -> None:
+    """Delete the user's current answer on the item, or raise ConflictError carrying it."""
+    if not replace:
+        current_payload = _answer_payload(
+            SimpleNamespace(
+                id=item.current_id,
+                item_id=item.current_item_id,
+                label_id=item.current_label_id,
+                created_at=item.current_created_at,
+            ),
+            labels,
+        )
+        raise ConflictError(
+            f"item {item.id} already has your answer "
+            f"{current_payload['label'] or 'skip'!r}; send replace=true to change it",
+            details={"current": current_payload},
+        )
+    session.connection().execute(_DELETE_ANSWER, {"answer_id": item.current_id})
+
+
+def _learn_and_check_retrain(
+    db: Database,
+    project: ProjectState,
+    text: str,
+    label_name: str,
+    predictor: Predictor | None,
+    runner: JobRunner | None,
+) -> None:
+    """Run the online update for one stored answer, then start a retrain when one is due."""
+    if predictor is not None:
+        predictor.learn(db, project.id, text, label_name, current=project.model_key)
+    if runner is not None:
+        retrain_checks.after_answer(db, project, runner)
+
+
+class RetrainChecks:
+    """Spaces out the retrain check, whose COUNT over the project's items is costly.
+
+    One answer adds at most one training label, so after a check finds ``missing`` labels
+    still to come before a retrain is due, the next ``missing`` answers stored through this
+    process cannot make it due and skip the check. Labels added elsewhere (an import, another
+    process) are noticed at the next check.
+    """
+
+    # Answers between checks while a training job is already queued or running.
+    BUSY_RECHECK = 10
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._skip: weakref.WeakKeyDictionary[Database, dict[int, int]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def after_answer(self, db: Database, project: ProjectState, runner: JobRunner) -> None:
+        with self._lock:
+            per_project = self._skip.setdefault(db, {})
+            remaining = per_project.get(project.id, 0)
+            if remaining > 0:
+                per_project[project.id] = remaining - 1
+                return
+            # Held until the check below updates it, so concurrent answers skip meanwhile.
+            per_project[project.id] = project.retrain_every
+        missing = _check_retrain(db, project.id, runner)
+        with self._lock:
+            self._skip.setdefault(db, {})[project.id] = max(missing - 1, 0)
+
+
+retrain_checks = RetrainChecks()
 
 
 def _answer_after_race(
@@ -234,7 +428,9 @@ def _answer_after_race(
 ) -> dict[str, Any]:
     """Return the answer that a concurrent request with the same id stored first."""
     with db.session() as session:
-        stored = session.get(Answer, answer_id)
+        stored = session.execute(
+            select(*ANSWER_COLUMNS, ANSWERS.c.user_id).where(ANSWERS.c.id == answer_id)
+        ).first()
         if stored is None or stored.user_id != user_id:
             raise ConflictError("another answer for this item was stored at the same time")
         return {**_answer_payload(stored, _label_map(session, project_id)), "created": False}
@@ -271,22 +467,30 @@ def undo_last(db: Database, project_id: int, user_id: int) -> dict[str, Any] | N
 
 def maybe_schedule_retrain(db: Database, project_id: int, runner: JobRunner) -> str | None:
     """Start a full retrain when ``retrain_every`` labels arrived since the current model."""
+    job_id, _missing = _schedule_retrain_if_due(db, project_id, runner)
+    return job_id
+
+
+def _check_retrain(db: Database, project_id: int, runner: JobRunner) -> int:
+    """Start a retrain when one is due; return how many answers the next check may skip."""
+    _job_id, missing = _schedule_retrain_if_due(db, project_id, runner)
+    return missing
+
+
+def _schedule_retrain_if_due(
+    db: Database, project_id: int, runner: JobRunner
+) -> tuple[str | None, int]:
+    """Return (the started job's id or None, labels still missing before a retrain is due).
+
+    While a training job is queued or running the count is ``RetrainChecks.BUSY_RECHECK``,
+    so the check runs again soon after it ends.
+    """
     with db.session() as session:
         project = session.get(Project, project_id)
         if project is None:
-            return None
-        labelled = session.scalar(
-            select(func.count())
-            .select_from(Item)
-            .where(Item.project_id == project_id, Item.label_id.is_not(None))
-        ) or 0
-        seen = 0
-        if project.current_model_id is not None:
-            seen = session.scalar(
-                select(ModelVersion.n_labels).where(ModelVersion.id == project.current_model_id)
-            ) or 0
-        if labelled - seen < project.retrain_every:
-            return None
+            return None, 0
+        # The busy check comes first because it is cheap, and the COUNT below reads every
+        # item row of the project (no index covers label_id).
         busy = session.scalar(
             select(Job.id).where(
                 Job.project_id == project_id,
@@ -295,21 +499,43 @@ def maybe_schedule_retrain(db: Database, project_id: int, runner: JobRunner) -> 
             )
         )
         if busy is not None:
-            return None
+            return None, RetrainChecks.BUSY_RECHECK
+        labelled = (
+            session.scalar(
+                select(func.count())
+                .select_from(Item)
+                .where(Item.project_id == project_id, Item.label_id.is_not(None))
+            )
+            or 0
+        )
+        seen = 0
+        if project.current_model_id is not None:
+            seen = (
+                session.scalar(
+                    select(ModelVersion.n_labels).where(ModelVersion.id == project.current_model_id)
+                )
+                or 0
+            )
+        missing = project.retrain_every - (labelled - seen)
+        if missing > 0:
+            return None, missing
     job_id = runner.submit("train", project_id, {"reason": "auto"})
     logger.info(
         "project %s: retrain %s started after %d new labels", project_id, job_id, labelled - seen
     )
-    return job_id
+    return job_id, 0
 
 
 def progress(db: Database, project_id: int, user_id: int | None = None) -> dict[str, Any]:
     """Return labelled / total counts, per class, and how many items the user skipped."""
     with db.session() as session:
         labels = _label_map(session, project_id)
-        total = session.scalar(
-            select(func.count()).select_from(Item).where(Item.project_id == project_id)
-        ) or 0
+        total = (
+            session.scalar(
+                select(func.count()).select_from(Item).where(Item.project_id == project_id)
+            )
+            or 0
+        )
         per_label = {
             label_id: count
             for label_id, count in session.execute(
@@ -318,25 +544,26 @@ def progress(db: Database, project_id: int, user_id: int | None = None) -> dict[
                 .group_by(Item.label_id)
             )
         }
-        skipped = session.scalar(
-            select(func.count())
-            .select_from(Answer)
-            .join(Item, Item.id == Answer.item_id)
-            .where(
-                Answer.project_id == project_id,
-                Answer.label_id.is_(None),
-                Item.label_id.is_(None),
+        skipped = (
+            session.scalar(
+                select(func.count())
+                .select_from(Answer)
+                .join(Item, Item.id == Answer.item_id)
+                .where(
+                    Answer.project_id == project_id,
+                    Answer.label_id.is_(None),
+                    Item.label_id.is_(None),
+                )
             )
-        ) or 0
+            or 0
+        )
     labelled = sum(per_label.values())
     return {
         "total": total,
         "labelled": labelled,
         "unlabelled": total - labelled,
         "skipped": skipped,
-        "per_label": {
-            label.name: per_label.get(label_id, 0) for label_id, label in labels.items()
-        },
+        "per_label": {name: per_label.get(label_id, 0) for label_id, name in labels.items()},
     }
 
 
@@ -359,7 +586,7 @@ def live_accuracy(db: Database, project_id: int, window: int = LIVE_WINDOW) -> d
             .order_by(Answer.created_at.desc())
             .limit(1000 + window)
         ).all()
-    rows.reverse()
+    rows = list(reversed(rows))
     hits = [int(predicted == actual) for predicted, actual in rows]
     series = []
     for end in range(1, len(hits) + 1):
@@ -367,9 +594,9 @@ def live_accuracy(db: Database, project_id: int, window: int = LIVE_WINDOW) -> d
         series.append(sum(hits[start:end]) / (end - start))
     recent = rows[-window:]
     per_label: dict[str, dict[str, float | int | None]] = {}
-    for label_id, label in labels.items():
+    for label_id, name in labels.items():
         matching = [predicted == actual for predicted, actual in recent if actual == label_id]
-        per_label[label.name] = {
+        per_label[name] = {
             "answers": len(matching),
             "accuracy": (sum(matching) / len(matching)) if matching else None,
         }

@@ -105,9 +105,7 @@ def normalise_labels(specs: list[LabelSpec]) -> list[LabelSpec]:
             keys[key.casefold()] = name
         color = spec.color or None
         if color is not None and not _COLOR.match(color):
-            raise ValidationError(
-                f"colour {color!r} of label {name!r} is not of the form #rrggbb"
-            )
+            raise ValidationError(f"colour {color!r} of label {name!r} is not of the form #rrggbb")
         result.append(LabelSpec(name=name, key=key, color=color, id=spec.id))
 
     free_keys = (str(digit) for digit in [*range(1, 10), 0] if str(digit) not in keys)

@@ -3,93 +3,218 @@
 Each item has ``overlap`` slots, rows of the ``leases`` table unique on (item_id, slot). An
 annotator claims a slot with an INSERT that does nothing on conflict, so two annotators racing
 for the last slot cannot both get it, on SQLite and on PostgreSQL alike. A slot whose lease
-expired is freed the next time someone claims a slot of that item; an answered slot has no
-expiry and stays taken.
+expired is freed the next time someone fails to claim a slot of that item; an answered slot
+has no expiry and stays taken.
+
+The functions here run Core statements on the caller's session: they sit on the path of every
+labelling request, where ORM object loading cost more than the queries themselves.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
 
-from sqlalchemy import and_, delete, exists, func, select
+from sqlalchemy import (
+    BindParameter,
+    Delete,
+    Row,
+    ScalarSelect,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from labelandlearn.storage.models import Answer, Item, Lease, Project
+from labelandlearn.storage.models import Answer, Item, Lease
 
 # How many queue candidates to look at per requested item before giving up; candidates can be
 # lost to other annotators between the query and the claim.
 CANDIDATE_FACTOR = 4
 CLAIM_ROUNDS = 4
 
+LEASES: Table = Lease.__table__  # type: ignore[assignment]
+ITEMS: Table = Item.__table__  # type: ignore[assignment]
+ANSWERS: Table = Answer.__table__  # type: ignore[assignment]
+
+# The columns of an item that the labelling screen shows.
+ITEM_COLUMNS = (ITEMS.c.id, ITEMS.c.text, ITEMS.c.external_id, ITEMS.c.meta)
+
+
+class LeaseSettings(Protocol):
+    """The project settings that leasing reads (an ORM Project or a cached snapshot)."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def overlap(self) -> int: ...
+
+    @property
+    def lease_seconds(self) -> int: ...
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _insert(session: Session):  # type: ignore[no-untyped-def]
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
-def active_slots(now: datetime):  # type: ignore[no-untyped-def]
+def active_slots(now: Any) -> ScalarSelect[int]:
     """Count of an item's slots that are answered or under an unexpired lease."""
     return (
         select(func.count())
-        .select_from(Lease)
+        .select_from(LEASES)
         .where(
-            Lease.item_id == Item.id,
-            (Lease.expires_at.is_(None)) | (Lease.expires_at > now),
+            LEASES.c.item_id == ITEMS.c.id,
+            (LEASES.c.expires_at.is_(None)) | (LEASES.c.expires_at > now),
         )
         .scalar_subquery()
     )
 
 
+# The statements below are built once: SQLAlchemy memoizes the cache key of a statement
+# object, so reusing one with new bound parameters skips building and hashing the statement
+# tree on every request.
+_RENEW: Update = (
+    update(LEASES)
+    .where(
+        LEASES.c.item_id == bindparam("lease_item_id"),
+        LEASES.c.user_id == bindparam("lease_user_id"),
+    )
+    .values(expires_at=bindparam("new_expires_at"))
+)
+_DELETE_EXPIRED: Delete = delete(LEASES).where(
+    LEASES.c.item_id == bindparam("item_id"), LEASES.c.expires_at <= bindparam("now")
+)
+_RELEASE: Delete = delete(LEASES).where(
+    LEASES.c.item_id == bindparam("item_id"), LEASES.c.user_id == bindparam("user_id")
+)
+_INSERT_LEASE = {
+    name: dialect.insert(LEASES).on_conflict_do_nothing().returning(LEASES.c.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+
+
+def _held_query(with_excluded: bool) -> Select[Any]:
+    query = (
+        select(*ITEM_COLUMNS)
+        .join(LEASES, LEASES.c.item_id == ITEMS.c.id)
+        .where(
+            LEASES.c.project_id == bindparam("project_id"),
+            LEASES.c.user_id == bindparam("user_id"),
+            LEASES.c.expires_at > bindparam("now"),
+        )
+        .order_by(ITEMS.c.score.desc(), ITEMS.c.position)
+        .limit(bindparam("limit"))
+    )
+    if with_excluded:
+        query = query.where(ITEMS.c.id.not_in(bindparam("excluded", expanding=True)))
+    return query
+
+
+def _candidates_query(with_tried: bool) -> Select[Any]:
+    user_id: BindParameter[int] = bindparam("user_id")
+    answered = exists().where(and_(ANSWERS.c.item_id == ITEMS.c.id, ANSWERS.c.user_id == user_id))
+    holds = exists().where(and_(LEASES.c.item_id == ITEMS.c.id, LEASES.c.user_id == user_id))
+    query = (
+        select(*ITEM_COLUMNS)
+        .where(
+            ITEMS.c.project_id == bindparam("project_id"),
+            ITEMS.c.done.is_(False),
+            ~answered,
+            ~holds,
+            active_slots(bindparam("now")) < bindparam("overlap"),
+        )
+        .order_by(ITEMS.c.score.desc(), ITEMS.c.position)
+        .limit(bindparam("window"))
+    )
+    if with_tried:
+        query = query.where(ITEMS.c.id.not_in(bindparam("tried", expanding=True)))
+    return query
+
+
+_HELD = {flag: _held_query(flag) for flag in (False, True)}
+_CANDIDATES = {flag: _candidates_query(flag) for flag in (False, True)}
+
+
+def _insert_free_slot(
+    session: Session,
+    project: LeaseSettings,
+    item_id: int,
+    user_id: int,
+    expires_at: datetime | None,
+) -> bool:
+    connection = session.connection()
+    statement = _INSERT_LEASE[connection.dialect.name]
+    for slot in range(project.overlap):
+        values = {
+            "project_id": project.id,
+            "item_id": item_id,
+            "user_id": user_id,
+            "slot": slot,
+            "expires_at": expires_at,
+        }
+        # RETURNING yields a row only when the insert happened; rowcount is not reliable
+        # for INSERT .. RETURNING on every driver.
+        if connection.execute(statement, values).first() is not None:
+            return True
+    return False
+
+
+def _claim_new_slot(
+    session: Session,
+    project: LeaseSettings,
+    item_id: int,
+    user_id: int,
+    expires_at: datetime | None,
+) -> bool:
+    """Insert a lease for a user who holds none on the item; free expired slots if needed.
+
+    Trying the insert first saves the DELETE in the common case of a free slot. Only when
+    every slot is taken do expired leases get deleted, and the insert is tried once more.
+    """
+    if _insert_free_slot(session, project, item_id, user_id, expires_at):
+        return True
+    expired = session.connection().execute(_DELETE_EXPIRED, {"item_id": item_id, "now": utcnow()})
+    if not expired.rowcount:
+        return False
+    return _insert_free_slot(session, project, item_id, user_id, expires_at)
+
+
 def claim_slot(
-    session: Session, project: Project, item_id: int, user_id: int, expires_at: datetime | None
+    session: Session,
+    project: LeaseSettings,
+    item_id: int,
+    user_id: int,
+    expires_at: datetime | None,
 ) -> bool:
     """Give one free slot of the item to the user; return False when none is free.
 
     A slot the user already holds on the item gets the new ``expires_at`` instead; None
     makes it permanent (answered).
     """
-    now = utcnow()
-    own = session.scalar(select(Lease).where(Lease.item_id == item_id, Lease.user_id == user_id))
-    if own is not None:
-        own.expires_at = expires_at
-        return True
-    session.execute(
-        delete(Lease).where(Lease.item_id == item_id, Lease.expires_at <= now)
+    renewed = session.connection().execute(
+        _RENEW,
+        {"lease_item_id": item_id, "lease_user_id": user_id, "new_expires_at": expires_at},
     )
-    taken = set(session.scalars(select(Lease.slot).where(Lease.item_id == item_id)))
-    insert = _insert(session)
-    for slot in range(project.overlap):
-        if slot in taken:
-            continue
-        statement = (
-            insert(Lease)
-            .values(
-                project_id=project.id,
-                item_id=item_id,
-                user_id=user_id,
-                slot=slot,
-                expires_at=expires_at,
-            )
-            .on_conflict_do_nothing()
-            .returning(Lease.id)
-        )
-        # RETURNING yields a row only when the insert happened; rowcount is not reliable
-        # for INSERT .. RETURNING on every driver.
-        if session.execute(statement).first() is not None:
-            return True
-    return False
+    if renewed.rowcount:
+        return True
+    return _claim_new_slot(session, project, item_id, user_id, expires_at)
 
 
 def release(session: Session, item_id: int, user_id: int) -> None:
-    session.execute(delete(Lease).where(Lease.item_id == item_id, Lease.user_id == user_id))
+    session.execute(delete(LEASES).where(LEASES.c.item_id == item_id, LEASES.c.user_id == user_id))
 
 
-def mark_answered(session: Session, project: Project, item_id: int, user_id: int) -> bool:
+def mark_answered(session: Session, project: LeaseSettings, item_id: int, user_id: int) -> bool:
     """Make the user's slot on the item permanent; claim one if the lease had lapsed.
 
     Returns False when every slot of the item is taken by others.
@@ -99,61 +224,41 @@ def mark_answered(session: Session, project: Project, item_id: int, user_id: int
 
 def lease_items(
     session: Session,
-    project: Project,
+    project: LeaseSettings,
     user_id: int,
     limit: int,
-    exclude: list[int],
-) -> list[Item]:
+    exclude: Sequence[int],
+) -> list[Row[*tuple[Any, ...]]]:
     """Return up to ``limit`` items leased to the user, highest priority first.
 
-    Items the user still holds come first, so a reloaded page shows the same items.
+    Each row has the columns of ``ITEM_COLUMNS``. Items the user still holds come first, so a
+    reloaded page shows the same items.
     """
+    connection = session.connection()
     now = utcnow()
     expires_at = now + timedelta(seconds=project.lease_seconds)
     excluded = list(exclude)[:1000]
+    params: dict[str, Any] = {"project_id": project.id, "user_id": user_id, "now": now}
 
-    held_query = (
-        select(Item)
-        .join(Lease, Lease.item_id == Item.id)
-        .where(
-            Lease.project_id == project.id,
-            Lease.user_id == user_id,
-            Lease.expires_at > now,
-        )
-        .order_by(Item.score.desc(), Item.position)
-        .limit(limit)
-    )
-    if excluded:
-        held_query = held_query.where(Item.id.not_in(excluded))
-    items = list(session.scalars(held_query))
+    held_query = _HELD[bool(excluded)]
+    items = list(connection.execute(held_query, {**params, "limit": limit, "excluded": excluded}))
     if len(items) >= limit:
         return items
 
-    answered = exists().where(and_(Answer.item_id == Item.id, Answer.user_id == user_id))
-    holds = exists().where(and_(Lease.item_id == Item.id, Lease.user_id == user_id))
     tried = excluded + [item.id for item in items]
     window = (limit - len(items)) * CANDIDATE_FACTOR
     # Other annotators may claim the top candidates between the query and the claim; each
     # round looks further down the queue, so a busy project still hands out items.
     for _round in range(CLAIM_ROUNDS):
-        candidates_query = (
-            select(Item)
-            .where(
-                Item.project_id == project.id,
-                Item.done.is_(False),
-                ~answered,
-                ~holds,
-                active_slots(now) < project.overlap,
-            )
-            .order_by(Item.score.desc(), Item.position)
-            .limit(window)
-        )
-        if tried:
-            candidates_query = candidates_query.where(Item.id.not_in(tried))
-        candidates = session.scalars(candidates_query).all()
+        candidates = connection.execute(
+            _CANDIDATES[bool(tried)],
+            {**params, "overlap": project.overlap, "window": window, "tried": tried},
+        ).all()
         for item in candidates:
             tried.append(item.id)
-            if claim_slot(session, project, item.id, user_id, expires_at):
+            # The candidate query left out items the user holds a lease on, so no lease of
+            # this user needs renewing: go straight to the insert.
+            if _claim_new_slot(session, project, item.id, user_id, expires_at):
                 items.append(item)
                 if len(items) >= limit:
                     return items

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Table, and_, exists, func, select, union, update
 from sqlalchemy.orm import Session
@@ -60,7 +60,17 @@ def training_label(
     return ranked[0][0]
 
 
-def counts_single_answers(project: Project) -> bool:
+class TrainingLabelSettings(Protocol):
+    """The project settings that decide training labels (an ORM Project or a snapshot)."""
+
+    @property
+    def overlap(self) -> int: ...
+
+    @property
+    def train_on_single_answers(self) -> bool: ...
+
+
+def counts_single_answers(project: TrainingLabelSettings) -> bool:
     """Return whether the project trains on items that have one answer.
 
     With an overlap of 1 every item has one answer by design, so it always counts.
@@ -114,7 +124,7 @@ class RefreshCounts:
 
 
 def refresh_training_labels(
-    session: Session, project: Project, item_ids: Sequence[int]
+    session: Session, project: TrainingLabelSettings, item_ids: Sequence[int]
 ) -> RefreshCounts:
     """Recompute the training label, answer count and flags of many items in bulk.
 

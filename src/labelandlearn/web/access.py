@@ -14,10 +14,11 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
+from sqlalchemy import Connection, Table, and_, bindparam, select
 
-from labelandlearn.auth.permissions import require_project_access
+from labelandlearn.auth.permissions import ROLE_ACTIONS
 from labelandlearn.errors import LabelAndLearnError, NotFoundError
-from labelandlearn.storage.models import Item, Job, ModelVersion
+from labelandlearn.storage.models import Item, Job, Membership, ModelVersion, Project
 from labelandlearn.web.state import state
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +26,28 @@ F = TypeVar("F", bound=Callable[..., Any])
 PUBLIC = "public"
 AUTHENTICATED = "authenticated"
 ADMIN = "admin"
+
+PROJECTS: Table = Project.__table__  # type: ignore[assignment]
+MEMBERSHIPS: Table = Membership.__table__  # type: ignore[assignment]
+
+# Built once, so SQLAlchemy reuses their memoized cache keys on every request.
+_PROJECT_AND_ROLE = (
+    select(PROJECTS.c.id, MEMBERSHIPS.c.role)
+    .select_from(
+        PROJECTS.outerjoin(
+            MEMBERSHIPS,
+            and_(
+                MEMBERSHIPS.c.project_id == PROJECTS.c.id,
+                MEMBERSHIPS.c.user_id == bindparam("user_id"),
+            ),
+        )
+    )
+    .where(PROJECTS.c.id == bindparam("project_id"))
+)
+_PROJECT_OF = {
+    key: select(model.__table__.c.project_id).where(model.__table__.c.id == bindparam("row_id"))
+    for key, model in (("item_id", Item), ("job_id", Job), ("model_id", ModelVersion))
+}
 
 
 class NotAuthenticatedError(LabelAndLearnError):
@@ -63,17 +86,33 @@ def _view_action() -> str:
     return "view" if request.method in ("GET", "HEAD", "OPTIONS") else "manage"
 
 
-def _project_of_request(session: Any, view_args: dict[str, Any]) -> int | None:
+def _project_of_request(connection: Connection, view_args: dict[str, Any]) -> int | None:
     if "project_id" in view_args:
         return int(view_args["project_id"])
-    lookups = (("item_id", Item), ("job_id", Job), ("model_id", ModelVersion))
-    for key, model in lookups:
+    for key in _PROJECT_OF:
         if key in view_args:
-            row = session.get(model, view_args[key])
-            if row is None or row.project_id is None:
+            project_id = connection.scalar(_PROJECT_OF[key], {"row_id": view_args[key]})
+            if project_id is None:
                 raise NotFoundError(f"{key.removesuffix('_id')} {view_args[key]} not found")
-            return int(row.project_id)
+            return int(project_id)
     return None
+
+
+def _require_project_access(
+    connection: Connection, user_id: int, is_admin: bool, project_id: int, action: str
+) -> None:
+    """Raise NotFoundError unless the user may do ``action`` in the project.
+
+    The same rule as ``auth.permissions.require_project_access``, read in one statement: the
+    project and the user's membership in it.
+    """
+    row = connection.execute(
+        _PROJECT_AND_ROLE, {"project_id": project_id, "user_id": user_id}
+    ).first()
+    if row is not None and is_admin:
+        return
+    if row is None or row.role is None or action not in ROLE_ACTIONS[row.role]:
+        raise NotFoundError(f"project {project_id} not found")
 
 
 def check_request_access() -> Any:
@@ -100,11 +139,13 @@ def check_request_access() -> Any:
         if not current_user.is_admin:
             raise ForbiddenError("only an admin may do this")
         return None
-    with app_state.db.session() as session:
-        project_id = _project_of_request(session, request.view_args or {})
+    with app_state.db.engine.connect() as connection:
+        project_id = _project_of_request(connection, request.view_args or {})
         if project_id is None:
             return None
-        require_project_access(session, current_user.id, current_user.is_admin, project_id, action)
+        _require_project_access(
+            connection, current_user.id, current_user.is_admin, project_id, action
+        )
     return None
 
 

@@ -6,12 +6,10 @@ from typing import Any
 
 from flask_login import current_user
 from flask_smorest import Blueprint
-from sqlalchemy import select
 
 from labelandlearn.errors import ValidationError
 from labelandlearn.services import labelling as service
 from labelandlearn.services.projects import get_project
-from labelandlearn.storage.models import Label
 from labelandlearn.web.access import requires
 from labelandlearn.web.api.schemas import AnswerInSchema, NextItemsQuerySchema
 from labelandlearn.web.state import state
@@ -55,19 +53,12 @@ def next_items(query: dict[str, Any], project_id: int) -> dict[str, Any]:
 def submit_answer(body: dict[str, Any], project_id: int) -> dict[str, Any]:
     app_state = state()
     label_id = body["label_id"]
-    if body["label"] is not None and label_id is None:
-        with app_state.db.session() as session:
-            get_project(session, project_id)
-            label_id = session.scalar(
-                select(Label.id).where(Label.project_id == project_id, Label.name == body["label"])
-            )
-        if label_id is None:
-            raise ValidationError(f"label {body['label']!r} is not a label of this project")
-    if label_id is None and not body["skip"]:
+    if label_id is None and body["label"] is None and not body["skip"]:
         raise ValidationError("send label_id or label, or skip=true to skip the item")
     answer = service.AnswerInput(
         item_id=body["item_id"],
         label_id=None if body["skip"] else label_id,
+        label_name=None if body["skip"] else body["label"],
         answer_id=body["id"],
         predicted_label_id=body["predicted_label_id"],
         predicted_confidence=body["predicted_confidence"],
