@@ -2,7 +2,9 @@
 
 Measures: a full retrain of a SQLite project holding the labelled tweets (featurizer, 5-fold
 cross-validation and classifier fit timed separately), predict throughput in memory and through
-``predict_file``, scoring a 100,000-item pool, and the latency of the online update.
+``predict_file`` (100,000 distinct tweets, with 1 and 2 worker processes), scoring a
+100,000-item pool, and the latency of the online update. The last row is the 1-minute load
+average, because other processes on the machine slow every figure.
 
 Run: .venv/bin/python benchmarks/learning_speed.py [--pool 100000]
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import os
 import statistics
 import tempfile
 import time
@@ -165,6 +168,8 @@ def main() -> None:
         results.update(bench_scoring(db, model, texts, args.pool))
         results.update(bench_partial_fit(model, texts, labels))
         db.dispose()
+    # Other processes on a shared machine slow every figure; the load average shows how much.
+    results["load average, 1 min, at the end"] = os.getloadavg()[0]
     width = max(map(len, results))
     print(f"{'measure'.ljust(width)}  value")
     for name, value in results.items():

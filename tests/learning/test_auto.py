@@ -31,7 +31,9 @@ def tweets(n: int) -> tuple[list[str], np.ndarray]:
 
 def with_cache(recipe: ModelRecipe, folder: Path) -> ModelRecipe:
     params = {**recipe.featurizer_params, "cache_dir": str(folder)}
-    return ModelRecipe(recipe.name, recipe.featurizer, recipe.classifier, params)
+    return ModelRecipe(
+        recipe.name, recipe.featurizer, recipe.classifier, params, recipe.classifier_params
+    )
 
 
 def test_embeddings_off_skips_embedding_candidates() -> None:

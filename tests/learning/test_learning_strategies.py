@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 from labelandlearn.errors import ValidationError
 from labelandlearn.learning.strategies import get_strategy, strategy_names
@@ -43,6 +44,18 @@ class TestStrategyContract:
     def test_rejects_one_dimensional_proba(self, name: str) -> None:
         with pytest.raises(ValidationError, match="probabilities must be"):
             get_strategy(name).score(np.ones(5), random_state=0)
+
+    def test_features_and_batch_size_accepted(self, name: str) -> None:
+        features = np.random.default_rng(3).normal(size=(60, 8))
+        first = get_strategy(name).score(
+            _proba(60), random_state=5, features=features, batch_size=4
+        )
+        second = get_strategy(name).score(
+            _proba(60), random_state=5, features=features, batch_size=4
+        )
+        assert first.shape == (60,)
+        assert np.isfinite(first).all()
+        np.testing.assert_array_equal(first, second)
 
     def test_without_model(self, name: str) -> None:
         strategy = get_strategy(name)
@@ -88,3 +101,61 @@ def test_class_balanced_favours_rare_prediction() -> None:
     assert scores.argmax() == 9
     plain = get_strategy("margin").score(proba, random_state=0)
     assert plain[9] == pytest.approx(plain[0], abs=1e-6)
+
+
+def _two_themes(n_per_theme: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Return (proba, features): theme A is the most uncertain, theme B slightly less.
+
+    With a batch of 2 the uncertain top holds 2 * 10 items, so both themes are candidates.
+    """
+    proba_a = np.tile([[0.50, 0.49, 0.01]], (n_per_theme, 1))
+    proba_b = np.tile([[0.60, 0.39, 0.01]], (n_per_theme, 1))
+    rng = np.random.default_rng(0)
+    features_a = np.array([1.0, 0.0]) + rng.normal(scale=0.01, size=(n_per_theme, 2))
+    features_b = np.array([0.0, 1.0]) + rng.normal(scale=0.01, size=(n_per_theme, 2))
+    return np.vstack([proba_a, proba_b]), np.vstack([features_a, features_b])
+
+
+def test_diverse_margin_batch_spans_themes() -> None:
+    proba, features = _two_themes()
+    scores = get_strategy("diverse-margin").score(
+        proba, random_state=0, features=features, batch_size=2
+    )
+    batch = np.argsort(-scores)[:2]
+    assert sorted(batch // 10) == [0, 1]
+    margin_batch = np.argsort(-get_strategy("margin").score(proba, random_state=0))[:2]
+    assert list(margin_batch // 10) == [0, 0]
+
+
+def test_diverse_margin_batch_most_uncertain_first() -> None:
+    proba, features = _two_themes()
+    scores = get_strategy("diverse-margin").score(
+        proba, random_state=0, features=features, batch_size=2
+    )
+    assert scores.argmax() < 10
+
+
+def test_diverse_margin_sparse_and_callable_features() -> None:
+    proba, features = _two_themes()
+    sparse = sp.csr_matrix(features)
+    from_matrix = get_strategy("diverse-margin").score(
+        proba, random_state=1, features=sparse, batch_size=2
+    )
+    from_function = get_strategy("diverse-margin").score(
+        proba, random_state=1, features=lambda rows: features[rows], batch_size=2
+    )
+    np.testing.assert_allclose(from_matrix, from_function)
+
+
+def test_diverse_margin_without_features_is_margin() -> None:
+    proba = _proba(30)
+    diverse = get_strategy("diverse-margin").score(proba, random_state=4)
+    margin = get_strategy("margin").score(proba, random_state=4)
+    np.testing.assert_array_equal(diverse, margin)
+
+
+def test_diverse_margin_rejects_wrong_feature_rows() -> None:
+    with pytest.raises(ValidationError, match="features have 5 rows but the pool has 40"):
+        get_strategy("diverse-margin").score(
+            _proba(40), random_state=0, features=np.ones((5, 2)), batch_size=2
+        )

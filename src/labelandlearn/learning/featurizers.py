@@ -1,26 +1,29 @@
 """TF-IDF and hashing featurizers on word and character n-grams.
 
-Both featurizers share one analyzer. Word n-grams come from the tokens of scikit-learn's default
-token pattern (two or more word characters) on lower-cased text. Character n-grams are taken
+Both featurizers analyse texts the same way. Word n-grams come from the tokens of scikit-learn's
+default token pattern (two or more word characters) on lower-cased text. Character n-grams are taken
 inside each whitespace-separated word padded with one space on each side, as scikit-learn's
 ``char_wb`` analyzer does. On the same settings the features equal those of two
 ``TfidfVectorizer`` objects side by side, each L2-normalised on its own, so each block
 contributes equally to a row whatever its n-gram count.
 
-Speed: a batch of texts is reduced to "units" (word n-grams and whitespace-separated words),
-numbered within the batch. A sparse (texts x units) count matrix times a sparse (units x columns)
-matrix gives the (texts x columns) counts in compiled code; the columns of each distinct word
-are computed once and cached. Python then touches each unit once per text instead of each
-character n-gram.
+Speed: TF-IDF with word 1-grams or 1- and 2-grams (the default) works word by word. Tokens never
+span whitespace, so each distinct whitespace-separated word is tokenised and split into
+character n-grams once, and its token and character columns are stored. A batch is then a list
+of word numbers; token sequences, bigrams (looked up as pairs of unigram columns) and counts are
+computed in numpy, without building n-gram strings. Other word ranges and the hashing featurizer
+reduce a batch to "units" (word n-grams and words): a sparse (texts x units) count matrix times a
+sparse (units x columns) matrix gives the counts in compiled code.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from typing import Any, Self
 
 import numpy as np
@@ -220,7 +223,17 @@ def _counts(
         format="csr",
     )
     texts_by_units = sp.hstack([batch.gram_counts, batch.word_counts], format="csr")
-    counts: sp.csr_matrix = texts_by_units @ units
+    # Multiply in a compact column space: scipy's product allocates work arrays as long as the
+    # column count, which costs milliseconds per call at 2 x 2**20 hashed columns. The map
+    # from compact to real columns is increasing, so sorted indices stay sorted.
+    used, compact = np.unique(units.indices, return_inverse=True)
+    compact_units = sp.csr_matrix(
+        (units.data, compact.astype(np.int32), units.indptr), shape=(units.shape[0], len(used))
+    )
+    product = texts_by_units @ compact_units
+    counts: sp.csr_matrix = sp.csr_matrix(
+        (product.data, used[product.indices], product.indptr), shape=(len(texts), n_columns)
+    )
     return counts
 
 
@@ -234,9 +247,10 @@ class _GrowingVocabulary:
         self.terms: dict[str, int] = {}
 
     def __call__(self, terms: list[str]) -> list[int]:
-        number = self.terms.setdefault
         known = self.terms
-        return [number(term, len(known)) for term in terms]
+        fresh = [term for term in dict.fromkeys(terms) if term not in known]
+        known.update(zip(fresh, range(len(known), len(known) + len(fresh)), strict=True))
+        return list(map(known.__getitem__, terms))
 
 
 def _document_frequencies(
@@ -289,6 +303,335 @@ def _idf(df: np.ndarray, n_documents: int) -> np.ndarray:
     return np.log((1.0 + n_documents) / (1.0 + df)) + 1.0
 
 
+# --------------------------------------------------------------------------- word-level path
+
+# Bigram key of two unigram columns (or token ids): first * _PAIR_BASE + second, in int64.
+_PAIR_BASE = np.int64(2**31)
+
+
+@dataclass
+class _WordBatch:
+    """A batch of texts as occurrences of distinct whitespace-separated words."""
+
+    occurrences: np.ndarray  # distinct-word id of each word occurrence, text by text
+    text_of: np.ndarray  # text row of each occurrence
+    words: list[str]  # distinct words, by id
+    n_texts: int
+
+
+def _split_words(texts: Sequence[str]) -> _WordBatch:
+    split = [str(text).lower().split() for text in texts]
+    flat = list(chain.from_iterable(split))
+    index = dict(zip(dict.fromkeys(flat), range(len(flat)), strict=False))
+    occurrences = np.fromiter(map(index.__getitem__, flat), dtype=np.int64, count=len(flat))
+    lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+    text_of = np.repeat(np.arange(len(split), dtype=np.int64), lengths)
+    return _WordBatch(occurrences, text_of, list(index), len(split))
+
+
+def _expand(
+    occurrences: np.ndarray, text_of: np.ndarray, store: _Ragged
+) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate the stored rows of the word occurrences; return (values, text rows)."""
+    indptr, values = store
+    lengths = np.diff(indptr)[occurrences]
+    ends = np.cumsum(lengths)
+    offsets = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+    offsets -= np.repeat(ends - lengths, lengths)
+    positions = np.repeat(indptr[:-1][occurrences], lengths) + offsets
+    return values[positions], np.repeat(text_of, lengths)
+
+
+def _char_counts(
+    occurrences: np.ndarray, text_of: np.ndarray, store: _Ragged, n_texts: int, n_columns: int
+) -> sp.csr_matrix:
+    """Return (texts x columns) counts of the stored character columns of the occurrences."""
+    indptr, values = store
+    n_words = len(indptr) - 1
+    data = np.ones(len(occurrences), dtype=np.float64)
+    words = sp.csr_matrix((data, (text_of, occurrences)), shape=(n_texts, n_words))
+    units = sp.csr_matrix(
+        (np.ones(len(values), dtype=np.float64), values, indptr), shape=(n_words, n_columns)
+    )
+    counts: sp.csr_matrix = words @ units
+    return counts
+
+
+def _bigram_keys(sequence: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (keys, rows) of consecutive known tokens of the same text."""
+    first, second = sequence[:-1], sequence[1:]
+    valid = (rows[:-1] == rows[1:]) & (first >= 0) & (second >= 0)
+    return first[valid] * _PAIR_BASE + second[valid], rows[1:][valid]
+
+
+# (indptr, values) of rows of int64 values, as in a CSR matrix.
+_Ragged = tuple[np.ndarray, np.ndarray]
+
+
+class _RaggedStore:
+    """Rows of int64 values appended in blocks: a growing CSR-like (indptr, values) pair."""
+
+    def __init__(self) -> None:
+        self.indptr = np.zeros(1024, dtype=np.int64)
+        self.values = np.zeros(16_384, dtype=np.int64)
+        self.n_rows = 0
+
+    @property
+    def n_values(self) -> int:
+        return int(self.indptr[self.n_rows])
+
+    def append(self, lengths: np.ndarray, values: np.ndarray) -> None:
+        """Append one row per entry of ``lengths``, taking the values in order."""
+        first, last = self.n_rows + 1, self.n_rows + len(lengths) + 1
+        start = self.n_values
+        self.indptr = _grown(self.indptr, last)
+        self.values = _grown(self.values, start + len(values))
+        np.cumsum(lengths, out=self.indptr[first:last])
+        self.indptr[first:last] += start
+        self.values[start : start + len(values)] = values
+        self.n_rows += len(lengths)
+
+    def view(self) -> _Ragged:
+        return self.indptr[: self.n_rows + 1], self.values[: self.n_values]
+
+    def replace(self, indptr: np.ndarray, values: np.ndarray) -> None:
+        self.indptr, self.values = indptr.copy(), values.copy()
+        self.n_rows = len(indptr) - 1
+
+
+def _lengths(lists: list[list[str]]) -> np.ndarray:
+    return np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+
+
+def _flat_columns(term_columns: TermColumns, lists: list[list[str]]) -> np.ndarray:
+    return np.array(term_columns(list(chain.from_iterable(lists))), dtype=np.int64)
+
+
+def _grown(array: np.ndarray, size: int) -> np.ndarray:
+    """Return ``array`` with room for ``size`` entries, doubling its capacity when needed."""
+    if size <= len(array):
+        return array
+    bigger = np.zeros(max(size, 2 * len(array)), dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger
+
+
+class _WordLevelAnalyzer:
+    """Analyses texts word by word for word 1-grams (and 2-grams) plus character n-grams.
+
+    Tokens never span whitespace, so a text's tokens are the tokens of its whitespace-separated
+    words in order, and a bigram is two consecutive tokens of one text. Each distinct word gets
+    a row number and is tokenised and split into character n-grams once; its token and
+    character columns are stored as rows of two ragged arrays, and counting runs in numpy on
+    those columns, without building bigram strings.
+    """
+
+    def __init__(self, char_range: tuple[int, int], bigrams: bool) -> None:
+        self.char_range = char_range
+        self.bigrams = bigrams
+        self._lock = threading.Lock()
+        self.clear_cache()
+
+    def clear_cache(self) -> None:
+        self._rows: dict[str, int] = {}
+        self.tokens = _RaggedStore()
+        self.chars = _RaggedStore()
+
+    def number_words(
+        self, batch: _WordBatch, token_columns: TermColumns, char_columns: TermColumns
+    ) -> tuple[np.ndarray, _Ragged, _Ragged]:
+        """Return the stored row of each word occurrence of ``batch``, analysing new words,
+        with (indptr, values) views of the token and character stores those rows index."""
+        # The lock keeps row numbers and store contents in step when threads share a model.
+        with self._lock:
+            if len(self._rows) + len(batch.words) > _MAX_CACHED_WORDS:
+                self.clear_cache()
+            rows = self._rows
+            new = [word for word in batch.words if word not in rows]
+            if new:
+                self._add_words(new, token_columns, char_columns)
+                rows.update(zip(new, range(len(rows), len(rows) + len(new)), strict=True))
+            numbers = np.fromiter(
+                map(rows.__getitem__, batch.words), dtype=np.int64, count=len(batch.words)
+            )
+            return numbers[batch.occurrences], self.tokens.view(), self.chars.view()
+
+    def _add_words(
+        self, words: list[str], token_columns: TermColumns, char_columns: TermColumns
+    ) -> None:
+        # One call per kind of term for all new words, so the lookups loop in C.
+        tokens = list(map(_TOKEN_RE.findall, words))
+        self.tokens.append(_lengths(tokens), _flat_columns(token_columns, tokens))
+        low, high = self.char_range
+        grams = [char_ngrams(word, low, high) for word in words]
+        columns = _flat_columns(char_columns, grams)
+        known = columns >= 0
+        word_of = np.repeat(np.arange(len(words), dtype=np.int64), _lengths(grams))
+        self.chars.append(np.bincount(word_of[known], minlength=len(words)), columns[known])
+
+    def remap_cache(self, token_map: np.ndarray, char_map: np.ndarray) -> None:
+        """Translate stored fitting ids to columns (old id -> column, -1 for a dropped term).
+
+        Unknown tokens stay in the token rows as -1, so no bigram joins the tokens around them.
+        """
+        indptr, values = self.tokens.view()
+        self.tokens.replace(indptr, token_map[values])
+        indptr, values = self.chars.view()
+        mapped = char_map[values]
+        kept = np.zeros(len(mapped) + 1, dtype=np.int64)
+        np.cumsum(mapped >= 0, out=kept[1:])
+        self.chars.replace(kept[indptr], mapped[mapped >= 0])
+
+
+def _unique_pairs(keys: np.ndarray, rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """Return (distinct keys, number of distinct rows each key occurs in)."""
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    seen = np.unique(inverse.astype(np.int64) * n_rows + rows)
+    return distinct, np.bincount(seen // n_rows, minlength=len(distinct))
+
+
+def _merge_counts(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    if not parts:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    keys = np.concatenate([keys for keys, _ in parts])
+    counts = np.concatenate([counts for _, counts in parts])
+    distinct, inverse = np.unique(keys, return_inverse=True)
+    return distinct, np.bincount(inverse, weights=counts, minlength=len(distinct)).astype(np.int64)
+
+
+@dataclass
+class _WordFrequencies:
+    """Document frequencies from one pass over the fitting texts."""
+
+    tokens: _GrowingVocabulary
+    token_df: np.ndarray
+    bigram_keys: np.ndarray  # first token id * _PAIR_BASE + second token id, sorted
+    bigram_df: np.ndarray
+    chars: _GrowingVocabulary
+    char_df: np.ndarray
+
+
+def _word_level_frequencies(analyzer: _WordLevelAnalyzer, texts: Sequence[str]) -> _WordFrequencies:
+    tokens, chars = _GrowingVocabulary(), _GrowingVocabulary()
+    token_df = np.zeros(0, dtype=np.int64)
+    char_df = np.zeros(0, dtype=np.int64)
+    bigram_parts = []
+    analyzer.clear_cache()
+    for start in range(0, len(texts), _FIT_BATCH):
+        batch = _split_words(texts[start : start + _FIT_BATCH])
+        occurrences, token_store, char_store = analyzer.number_words(batch, tokens, chars)
+        sequence, rows = _expand(occurrences, batch.text_of, token_store)
+        seen = np.unique(sequence * batch.n_texts + rows)
+        token_df = _add_counts(token_df, seen // batch.n_texts, len(tokens.terms))
+        if analyzer.bigrams:
+            keys, key_rows = _bigram_keys(sequence, rows)
+            bigram_parts.append(_unique_pairs(keys, key_rows, batch.n_texts))
+        char_matrix = _char_counts(
+            occurrences, batch.text_of, char_store, batch.n_texts, len(chars.terms)
+        )
+        # A matrix product has no duplicate entries in a row, so counting column indices
+        # counts texts.
+        char_df = _add_counts(char_df, char_matrix.indices, len(chars.terms))
+    bigram_keys, bigram_df = _merge_counts(bigram_parts)
+    return _WordFrequencies(tokens, token_df, bigram_keys, bigram_df, chars, char_df)
+
+
+def _select_word_terms(
+    frequencies: _WordFrequencies, min_df: int, max_features: int | None
+) -> tuple[list[str], np.ndarray]:
+    """Return (kept unigram and bigram terms, their document frequencies).
+
+    Among equally frequent terms a unigram wins over a bigram, so a kept bigram's two tokens
+    are always kept too (a token occurs in every text its bigrams occur in).
+    """
+    n_tokens = len(frequencies.token_df)
+    df = np.concatenate([frequencies.token_df, frequencies.bigram_df])
+    keep = np.flatnonzero(df >= min_df)
+    if max_features is not None and len(keep) > max_features:
+        order = np.argsort(-df[keep], kind="stable")[:max_features]
+        keep = np.sort(keep[order])
+    token_terms = list(frequencies.tokens.terms)
+    base = int(_PAIR_BASE)
+    terms = []
+    for position in keep.tolist():
+        if position < n_tokens:
+            terms.append(token_terms[position])
+        else:
+            first, second = divmod(int(frequencies.bigram_keys[position - n_tokens]), base)
+            terms.append(f"{token_terms[first]} {token_terms[second]}")
+    return terms, df[keep]
+
+
+class _WordGramColumns:
+    """Looks up the columns of word unigrams (by token) and bigrams (by unigram columns)."""
+
+    def __init__(self, terms: list[str]) -> None:
+        self.unigrams: dict[str, int] = {}
+        pairs = []
+        for column, term in enumerate(terms):
+            first, space, second = term.partition(" ")
+            if space:
+                pairs.append((first, second, column))
+            else:
+                self.unigrams[term] = column
+        keys, columns = [], []
+        for first, second, column in pairs:
+            a, b = self.unigrams.get(first), self.unigrams.get(second)
+            # A bigram whose tokens are not in the vocabulary can never be counted here.
+            if a is not None and b is not None:
+                keys.append(a * int(_PAIR_BASE) + b)
+                columns.append(column)
+        order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
+        self.pair_keys = np.asarray(keys, dtype=np.int64)[order]
+        self.pair_columns = np.asarray(columns, dtype=np.int64)[order]
+
+    def token_columns(self, tokens: list[str]) -> list[int]:
+        return list(map(self.unigrams.get, tokens, repeat(-1)))
+
+    def bigram_columns(self, keys: np.ndarray) -> np.ndarray:
+        """Return the column of each bigram key, -1 for a bigram outside the vocabulary."""
+        if len(self.pair_keys) == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        positions = np.searchsorted(self.pair_keys, keys)
+        positions[positions == len(self.pair_keys)] = 0
+        found = self.pair_keys[positions] == keys
+        return np.where(found, self.pair_columns[positions], -1)
+
+
+def _word_level_counts(
+    analyzer: _WordLevelAnalyzer,
+    texts: Sequence[str],
+    grams: _WordGramColumns,
+    char_columns_of: TermColumns,
+    n_word_columns: int,
+    n_char_columns: int,
+) -> sp.csr_matrix:
+    """Return (texts x columns) term counts: word n-gram columns first, then character ones.
+
+    ``char_columns_of`` must already add ``n_word_columns`` to its columns.
+    """
+    batch = _split_words(texts)
+    n_columns = n_word_columns + n_char_columns
+    occurrences, token_store, char_store = analyzer.number_words(
+        batch, grams.token_columns, char_columns_of
+    )
+    sequence, rows = _expand(occurrences, batch.text_of, token_store)
+    known = sequence >= 0
+    gram_rows, gram_columns = [rows[known]], [sequence[known]]
+    if analyzer.bigrams:
+        keys, key_rows = _bigram_keys(sequence, rows)
+        columns = grams.bigram_columns(keys)
+        gram_rows.append(key_rows[columns >= 0])
+        gram_columns.append(columns[columns >= 0])
+    all_rows, all_columns = np.concatenate(gram_rows), np.concatenate(gram_columns)
+    word_counts = sp.csr_matrix(
+        (np.ones(len(all_rows)), (all_rows, all_columns)), shape=(batch.n_texts, n_columns)
+    )
+    char_counts = _char_counts(occurrences, batch.text_of, char_store, batch.n_texts, n_columns)
+    counts: sp.csr_matrix = word_counts + char_counts
+    return counts
+
+
 @register_featurizer("tfidf")
 class TfidfFeaturizer(Featurizer):
     """TF-IDF on word n-grams and on character n-grams within words.
@@ -312,10 +655,14 @@ class TfidfFeaturizer(Featurizer):
         self.max_word_features = max_word_features
         self.max_char_features = max_char_features
         self.sublinear_tf = sublinear_tf
-        self._analyzer = _Analyzer(
-            _check_range("word_ngram_range", self.word_ngram_range),
-            _check_range("char_ngram_range", self.char_ngram_range),
-        )
+        word_range = _check_range("word_ngram_range", self.word_ngram_range)
+        char_range = _check_range("char_ngram_range", self.char_ngram_range)
+        self._analyzer = _Analyzer(word_range, char_range)
+        # Word 1-grams, or 1- and 2-grams, take the faster word-level path; other ranges
+        # build their n-gram strings.
+        self._word_level: _WordLevelAnalyzer | None = None
+        if word_range[0] == 1 and word_range[1] <= 2:
+            self._word_level = _WordLevelAnalyzer(char_range, bigrams=word_range[1] == 2)
 
     @property
     def is_fitted(self) -> bool:
@@ -331,6 +678,9 @@ class TfidfFeaturizer(Featurizer):
             raise ValidationError("cannot fit the TF-IDF featurizer on zero texts")
         n = len(texts)
         min_df = self.min_df if n >= _MIN_DOCS_FOR_MIN_DF else 1
+        if self._word_level is not None:
+            self._fit_word_level(self._word_level, texts, min_df)
+            return self
         grams, gram_df, chars, char_df = _document_frequencies(self._analyzer, texts)
         word_keep = _select_terms(grams, gram_df, min_df, self.max_word_features)
         char_keep = _select_terms(chars, char_df, min_df, self.max_char_features)
@@ -352,6 +702,30 @@ class TfidfFeaturizer(Featurizer):
         )
         return self
 
+    def _fit_word_level(self, analyzer: _WordLevelAnalyzer, texts: list[str], min_df: int) -> None:
+        frequencies = _word_level_frequencies(analyzer, texts)
+        word_terms, word_df = _select_word_terms(frequencies, min_df, self.max_word_features)
+        chars, char_df = frequencies.chars, frequencies.char_df
+        char_keep = _select_terms(chars, char_df, min_df, self.max_char_features)
+        char_terms = _terms_at(chars, char_keep)
+        n = len(texts)
+        self._set_vocabulary(word_terms, _idf(word_df, n), char_terms, _idf(char_df[char_keep], n))
+        # Translate the cache from fitting ids to final columns, so that transform does not
+        # analyse every word again.
+        token_map = np.full(len(frequencies.tokens.terms), -1, dtype=np.int64)
+        for column, term in enumerate(word_terms):
+            if " " not in term:
+                token_map[frequencies.tokens.terms[term]] = column
+        char_map = np.full(len(chars.terms), -1, dtype=np.int64)
+        char_map[char_keep] = np.arange(len(char_keep), dtype=np.int64) + len(word_terms)
+        analyzer.remap_cache(token_map, char_map)
+        logger.debug(
+            "tfidf fitted on %d texts: %d word and %d character features",
+            n,
+            len(word_terms),
+            len(char_terms),
+        )
+
     def _set_vocabulary(
         self,
         word_terms: list[str],
@@ -366,12 +740,24 @@ class TfidfFeaturizer(Featurizer):
         self.word_idf_ = np.asarray(word_idf, dtype=np.float64)
         self.char_idf_ = np.asarray(char_idf, dtype=np.float64)
         self._idf = np.concatenate([self.word_idf_, self.char_idf_])
+        if self._word_level is not None:
+            self._word_grams = _WordGramColumns(word_terms)
 
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
         if not self.is_fitted:
             raise ValidationError("the TF-IDF featurizer is not fitted; call fit() first")
         word_get = self.word_vocabulary_.get
         char_get = self.char_vocabulary_.get
+        if self._word_level is not None:
+            counts = _word_level_counts(
+                self._word_level,
+                texts,
+                self._word_grams,
+                lambda terms: list(map(char_get, terms, repeat(-1))),
+                len(self.word_vocabulary_),
+                len(self.char_vocabulary_),
+            )
+            return _weight(counts, self._idf, self.sublinear_tf, len(self.word_vocabulary_))
         counts = _counts(
             self._analyzer,
             texts,

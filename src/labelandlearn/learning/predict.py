@@ -121,7 +121,7 @@ def _texts(batch: list[dict[str, Any]], text_column: str, columns: list[str] | N
 
 
 class _Writer:
-    """Writes rows with their predictions as CSV or JSON Lines."""
+    """Writes rows with their predictions as CSV or JSON Lines, one batch per call."""
 
     def __init__(
         self, handle: IO[str], file_format: str, columns: list[str] | None, labels: list[str]
@@ -130,23 +130,43 @@ class _Writer:
         self.file_format = file_format
         self.labels = labels
         self.proba_columns = [f"proba_{label}" for label in labels]
-        self._csv: csv.DictWriter[str] | None = None
+        self._csv: Any = None
         self._columns = columns
 
-    def write(self, row: dict[str, Any], predicted: str, proba: np.ndarray) -> None:
-        out = dict(row)
-        out["predicted_label"] = predicted
-        for name, value in zip(self.proba_columns, proba.tolist(), strict=True):
-            out[name] = round(value, 6)
+    def write_batch(
+        self, rows: list[dict[str, Any]], predicted: list[str], proba: np.ndarray
+    ) -> None:
+        """Write each row with its predicted label and probabilities rounded to 6 decimals."""
+        if not rows:
+            return
+        width = len(self.labels)
+        flat = [round(value, 6) for value in proba.ravel().tolist()]
+        rounded = [flat[i : i + width] for i in range(0, len(flat), width)]
         if self.file_format == "jsonl":
-            self.handle.write(json.dumps(out, ensure_ascii=False) + "\n")
+            self._write_jsonl(rows, predicted, rounded)
             return
         if self._csv is None:
-            base = self._columns if self._columns is not None else list(row)
-            fieldnames = base + ["predicted_label"] + self.proba_columns
-            self._csv = csv.DictWriter(self.handle, fieldnames=fieldnames, extrasaction="ignore")
-            self._csv.writeheader()
-        self._csv.writerow(out)
+            self._columns = self._columns if self._columns is not None else list(rows[0])
+            self._csv = csv.writer(self.handle)
+            self._csv.writerow(self._columns + ["predicted_label"] + self.proba_columns)
+        columns = self._columns
+        assert columns is not None
+        # Missing values are written empty, as csv.DictWriter does; extra keys are ignored.
+        self._csv.writerows(
+            [row.get(column) for column in columns] + [label] + values
+            for row, label, values in zip(rows, predicted, rounded, strict=True)
+        )
+
+    def _write_jsonl(
+        self, rows: list[dict[str, Any]], predicted: list[str], rounded: list[list[float]]
+    ) -> None:
+        lines = []
+        for row, label, values in zip(rows, predicted, rounded, strict=True):
+            out = dict(row)
+            out["predicted_label"] = label
+            out.update(zip(self.proba_columns, values, strict=True))
+            lines.append(json.dumps(out, ensure_ascii=False) + "\n")
+        self.handle.write("".join(lines))
 
 
 def predict_file(
@@ -280,13 +300,16 @@ def _write_batch(
 ) -> None:
     winners = proba.argmax(axis=1)
     stats.rows_read += len(batch)
-    for row, winner, row_proba in zip(batch, winners.tolist(), proba, strict=True):
-        label = model.labels[winner]
-        stats.label_counts[label] += 1
-        if keep is not None and label not in keep:
-            continue
-        writer.write(row, label, row_proba)
-        stats.rows_written += 1
+    counts = np.bincount(winners, minlength=len(model.labels))
+    for label, count in zip(model.labels, counts.tolist(), strict=True):
+        stats.label_counts[label] += count
+    if keep is not None:
+        wanted = np.array([label in keep for label in model.labels])
+        chosen = np.flatnonzero(wanted[winners])
+        batch = [batch[i] for i in chosen.tolist()]
+        winners, proba = winners[chosen], proba[chosen]
+    writer.write_batch(batch, [model.labels[i] for i in winners.tolist()], proba)
+    stats.rows_written += len(batch)
 
 
 def resolve_model(db: Database | None, model_or_project: str) -> TextModel:

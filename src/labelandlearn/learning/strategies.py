@@ -4,19 +4,30 @@ Each strategy scores a pool of items from the model's probabilities (rows of ``p
 in label order); a higher score means "ask first". Strategies that need no model (``random``,
 ``file-order``) accept ``proba=None`` with ``n_items``. Every strategy takes ``random_state``,
 and the same input with the same ``random_state`` gives the same scores.
+
+Batch strategies (``uses_features``) also take the pool's feature rows, or a function that
+returns the rows of given item positions, and a ``batch_size``: their top ``batch_size`` scores
+form the batch to ask next. Other strategies ignore both arguments.
 """
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 import numpy as np
+import scipy.sparse as sp
 
 from labelandlearn.errors import ValidationError
 
 RandomState = int | np.random.Generator | None
+# Feature rows of the whole pool, or a function from item positions to their feature rows.
+FeatureSource: TypeAlias = (
+    np.ndarray | sp.spmatrix | Callable[[np.ndarray], np.ndarray | sp.spmatrix]
+)
+DEFAULT_BATCH_SIZE = 20
 # Random tie-breaking noise stays far below any real difference between scores.
 _TIE_NOISE = 1e-9
 
@@ -43,6 +54,8 @@ class QueryStrategy(ABC):
 
     name: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True
+    # True for batch strategies that read ``features`` and ``batch_size``.
+    uses_features: ClassVar[bool] = False
 
     def score(
         self,
@@ -50,6 +63,8 @@ class QueryStrategy(ABC):
         *,
         random_state: RandomState = None,
         n_items: int | None = None,
+        features: FeatureSource | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> np.ndarray:
         """Return one finite float score per item (per row of ``proba``, or ``n_items``)."""
         if proba is None and not self.needs_model:
@@ -175,3 +190,82 @@ class ClassBalancedStrategy(QueryStrategy):
         top_two = np.partition(proba, -2, axis=1)[:, -2:]
         uncertainty = 1.0 - (top_two[:, 1] - top_two[:, 0])
         return _with_ties_broken(uncertainty * weights[predicted], rng)
+
+
+# The uncertain top that a diverse batch is drawn from, in items per batch slot.
+CANDIDATES_PER_SLOT = 10
+
+
+@register_strategy("diverse-margin")
+class DiverseMarginStrategy(QueryStrategy):
+    """Margin uncertainty with a diverse batch: k-means over the most uncertain items.
+
+    Takes the ``batch_size * CANDIDATES_PER_SLOT`` items with the smallest margin, clusters
+    their L2-normalised feature rows into ``batch_size`` clusters with k-means, and moves the
+    most uncertain item of each cluster to the top, most uncertain first. The other items keep
+    their margin scores. A batch of near-duplicates (retweets, spam waves) thus becomes one
+    item per theme. Without ``features`` the scores equal those of ``margin``.
+    """
+
+    uses_features = True
+
+    def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        return MarginStrategy()._score(proba, rng)
+
+    def score(
+        self,
+        proba: np.ndarray | None,
+        *,
+        random_state: RandomState = None,
+        n_items: int | None = None,
+        features: FeatureSource | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> np.ndarray:
+        if batch_size < 1:
+            raise ValidationError(f"batch_size must be at least 1, got {batch_size}")
+        rng = _rng(random_state)
+        scores = super().score(proba, random_state=rng, n_items=n_items)
+        if features is None or len(scores) <= batch_size:
+            return scores
+        return _diverse_batch_first(scores, features, batch_size, rng)
+
+
+def _candidate_rows(features: FeatureSource, rows: np.ndarray, n_items: int) -> Any:
+    if callable(features):
+        matrix = features(rows)
+    else:
+        if features.shape[0] != n_items:
+            raise ValidationError(
+                f"features have {features.shape[0]} rows but the pool has {n_items} items; "
+                "pass one feature row per item"
+            )
+        matrix = features[rows]
+    if matrix.shape[0] != len(rows):
+        raise ValidationError(
+            f"the feature function returned {matrix.shape[0]} rows for {len(rows)} items"
+        )
+    return matrix
+
+
+def _diverse_batch_first(
+    scores: np.ndarray, features: FeatureSource, batch_size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Return ``scores`` with one item per k-means cluster of the uncertain top moved first."""
+    from sklearn.cluster import KMeans
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import normalize
+
+    n_candidates = min(len(scores), batch_size * CANDIDATES_PER_SLOT)
+    candidates = np.argsort(-scores, kind="stable")[:n_candidates]
+    matrix = normalize(_candidate_rows(features, candidates, len(scores)))
+    kmeans = KMeans(n_clusters=batch_size, n_init=1, random_state=int(rng.integers(2**31)))
+    with warnings.catch_warnings():
+        # Fewer distinct rows than clusters (duplicates) is expected and harmless here.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clusters = kmeans.fit_predict(matrix)
+    # Candidates are sorted by score, so the first of each cluster is its most uncertain item.
+    _, first = np.unique(clusters, return_index=True)
+    chosen = candidates[np.sort(first)]
+    result = scores.copy()
+    result[chosen] = scores.max() + 1.0 + np.arange(len(chosen), 0, -1, dtype=np.float64)
+    return result
