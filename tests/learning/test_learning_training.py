@@ -292,3 +292,32 @@ def test_neural_network_metrics_stored(db: Database, monkeypatch: pytest.MonkeyP
     assert "→ 8 → 3" in network["architecture"]
     assert len(network["training_curve"]) == 3
     assert "train_loss" in network["training_curve"][0]
+
+
+def test_diverse_strategy_scores_with_features(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts, labels = corpus(per_class=40)
+    half: list[str | None] = [label if i % 2 else None for i, label in enumerate(labels)]
+    project_id = create_project(sqlite_db, texts, half, strategy="diverse-margin")
+    train_project(sqlite_db, project_id)
+    from labelandlearn.learning import scoring
+
+    received: list[object] = []
+    original_get = scoring.get_strategy
+
+    def spying_get_strategy(name: str) -> object:
+        strategy = original_get(name)
+        original_score = strategy.score
+
+        def score(proba: object, **options: object) -> object:
+            received.append(options.get("features"))
+            return original_score(proba, **options)  # type: ignore[arg-type]
+
+        strategy.score = score  # type: ignore[method-assign]
+        return strategy
+
+    monkeypatch.setattr(scoring, "get_strategy", spying_get_strategy)
+    assert score_project(sqlite_db, project_id) == 60
+    assert len(received) == 1
+    assert callable(received[0])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
@@ -79,8 +81,17 @@ def score_project(
     item_ids = [row[0] for row in rows]
     if strategy.needs_model:
         assert model is not None
-        proba = _predict_in_batches(model, [row[1] for row in rows], progress)
-        scores = strategy.score(proba, random_state=random_state)
+        texts = [row[1] for row in rows]
+        proba = _predict_in_batches(model, texts, progress)
+        features = None
+        if getattr(strategy, "uses_features", False):
+            fitted = model
+
+            # Diversity strategies featurize only the uncertain top they cluster.
+            def features(positions: Sequence[int]) -> Any:
+                return fitted.transform([texts[i] for i in positions])
+
+        scores = strategy.score(proba, random_state=random_state, features=features)
     else:
         scores = strategy.score(None, random_state=random_state, n_items=len(item_ids))
     _write_scores(db, item_ids, scores)
