@@ -184,7 +184,7 @@ class LinearClassifier(Classifier):
     # ----------------------------------------------------------------- prediction
 
     def decision_function(self, X: Features) -> np.ndarray:
-        if sp.issparse(X) and X.nnz <= _GATHER_MAX_NNZ:
+        if sp.issparse(X) and sp.csr_matrix(X).nnz <= _GATHER_MAX_NNZ:
             scores = _sparse_scores(sp.csr_matrix(X), self.coef_)
         else:
             # scipy copies a non-contiguous right operand, so transpose once here.

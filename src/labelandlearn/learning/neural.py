@@ -179,7 +179,8 @@ class NeuralClassifier(Classifier):
                 f"{self.n_features_in_}; retrain the model after changing the featurizer"
             )
         if self.input_kind_ == "dense":
-            return np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+            dense = sp.csr_matrix(X).toarray() if sp.issparse(X) else X
+            return np.asarray(dense, dtype=np.float32)
         X = sp.csr_matrix(X, dtype=np.float32)
         return X[:, self.columns_] if self.columns_ is not None else X
 

@@ -26,4 +26,5 @@ class AppState:
 
 def state() -> AppState:
     """Return the state of the application serving the current request."""
-    return current_app.extensions["labelandlearn"]  # type: ignore[no-any-return]
+    app_state: AppState = current_app.extensions["labelandlearn"]
+    return app_state
