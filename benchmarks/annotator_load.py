@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import http.client
 import json
+import multiprocessing
+import multiprocessing.queues
 import os
 import random
 import re
@@ -23,8 +25,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+# Annotators per client process: few enough that their threads rarely wait on one GIL.
+ANNOTATORS_PER_PROCESS = 5
 CSRF_META = re.compile(r'<meta name="csrf-token" content="([^"]+)"')
 CSRF_INPUT = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"')
 
@@ -171,15 +176,70 @@ def run_load(
     credentials: list[tuple[str, str]],
     answers_per_user: int,
     time_limit_s: float = 300.0,
+    annotators_per_process: int = ANNOTATORS_PER_PROCESS,
 ) -> tuple[list[AnnotatorResult], float]:
-    """Run every annotator in its own thread; return their results and the wall time."""
-    results = [AnnotatorResult(username) for username, _ in credentials]
-    annotators = [
-        Annotator(base_url, username, password, seed)
-        for seed, (username, password) in enumerate(credentials)
+    """Run the annotators, a thread each, in child processes; return results and wall time.
+
+    Each child process runs up to ``annotators_per_process`` annotators, so one GIL does not
+    queue all clients behind each other and inflate the latency they measure. Every annotator
+    logs in first, and the clock starts once all of them have.
+    """
+    if annotators_per_process < 1:
+        raise ValueError(f"annotators_per_process must be at least 1, got {annotators_per_process}")
+    context = multiprocessing.get_context("spawn")
+    seeded = list(enumerate(credentials))
+    groups = [
+        seeded[start : start + annotators_per_process]
+        for start in range(0, len(seeded), annotators_per_process)
     ]
-    for annotator in annotators:
-        annotator.login()
+    ready = context.Barrier(len(groups) + 1)
+    outcomes: multiprocessing.queues.Queue[tuple[str, Any]] = context.Queue()
+    args = (base_url, project_id, label_ids, answers_per_user, time_limit_s, ready, outcomes)
+    processes = [context.Process(target=_run_group, args=(group, *args)) for group in groups]
+    for process in processes:
+        process.start()
+    try:
+        ready.wait(timeout=120)
+        started = time.perf_counter()
+        received = [outcomes.get(timeout=time_limit_s + 60) for _ in processes]
+        seconds = time.perf_counter() - started
+    except threading.BrokenBarrierError:
+        received = [outcomes.get(timeout=10) for _ in processes]
+        failures = [str(value) for kind, value in received if kind == "error"]
+        raise RuntimeError(f"simulated annotators failed to start: {failures}") from None
+    finally:
+        for process in processes:
+            process.join(timeout=30)
+    failures = [str(value) for kind, value in received if kind == "error"]
+    if failures:
+        raise RuntimeError(f"simulated annotators failed: {failures}")
+    by_name = {result.username: result for _, group in received for result in group}
+    return [by_name[username] for username, _ in credentials], seconds
+
+
+def _run_group(
+    group: list[tuple[int, tuple[str, str]]],
+    base_url: str,
+    project_id: int,
+    label_ids: list[int],
+    answers_per_user: int,
+    time_limit_s: float,
+    ready: Any,
+    outcomes: Any,
+) -> None:
+    """Log in a few annotators, wait for all processes, then run them in threads."""
+    try:
+        annotators = [
+            Annotator(base_url, username, password, seed) for seed, (username, password) in group
+        ]
+        for annotator in annotators:
+            annotator.login()
+    except (OSError, RuntimeError, http.client.HTTPException) as error:
+        ready.abort()
+        outcomes.put(("error", f"{type(error).__name__}: {error}"))
+        return
+    results = [AnnotatorResult(annotator.username) for annotator in annotators]
+    ready.wait(timeout=120)
     deadline = time.monotonic() + time_limit_s
     threads = [
         threading.Thread(
@@ -188,12 +248,11 @@ def run_load(
         )
         for annotator, result in zip(annotators, results, strict=True)
     ]
-    started = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return results, time.perf_counter() - started
+    outcomes.put(("results", results))
 
 
 def free_port() -> int:

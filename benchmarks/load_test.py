@@ -81,7 +81,9 @@ def main() -> int:
     )
     parser.add_argument("--annotators", type=int, default=20)
     parser.add_argument("--answers", type=int, default=100, help="answers per annotator")
-    parser.add_argument("--threads", type=int, default=16, help="server request threads")
+    parser.add_argument(
+        "--threads", type=int, default=4, help="server request threads (gunicorn gthread)"
+    )
     args = parser.parse_args()
 
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

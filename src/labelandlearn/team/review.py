@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Table, and_, exists, func, select, union, update
+from sqlalchemy import Table, and_, bindparam, exists, func, select, union, update
 from sqlalchemy.orm import Session
 
 from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
@@ -93,14 +93,52 @@ class _ItemAnswers:
     newest: datetime | None = None
 
 
+ANSWERS: Table = Answer.__table__  # type: ignore[assignment]
+_ANSWER_VOTE_COLUMNS = (
+    ANSWERS.c.item_id,
+    ANSWERS.c.label_id,
+    ANSWERS.c.source,
+    ANSWERS.c.created_at,
+)
+# Built once, so SQLAlchemy reuses their memoized cache keys: the labelling hot path refreshes
+# one item after every answer.
+_ANSWERS_OF_ITEM = (
+    select(*_ANSWER_VOTE_COLUMNS)
+    .where(ANSWERS.c.item_id == bindparam("item_id"), ANSWERS.c.label_id.is_not(None))
+    .order_by(ANSWERS.c.created_at)
+)
+_ANSWERS_OF_ITEMS = (
+    select(*_ANSWER_VOTE_COLUMNS)
+    .where(
+        ANSWERS.c.item_id.in_(bindparam("item_ids", expanding=True)),
+        ANSWERS.c.label_id.is_not(None),
+    )
+    .order_by(ANSWERS.c.created_at)
+)
+# The bound names differ from the column names, which SQLAlchemy reserves in UPDATE ... SET.
+_UPDATE_TRAINING_LABEL = (
+    update(ITEMS)
+    .where(ITEMS.c.id.in_(bindparam("item_ids", expanding=True)))
+    .values(
+        label_id=bindparam("new_label_id"),
+        labelled_at=bindparam("new_labelled_at"),
+        n_answers=bindparam("new_n_answers"),
+        reviewed=bindparam("new_reviewed"),
+        done=bindparam("new_done"),
+    )
+)
+
+
 def _collect_answers(session: Session, item_ids: Sequence[int]) -> dict[int, _ItemAnswers]:
     collected: dict[int, _ItemAnswers] = {item_id: _ItemAnswers() for item_id in item_ids}
+    # Core statements on the session's connection skip the ORM autoflush, so flush here.
+    session.flush()
+    connection = session.connection()
     for chunk in chunked(item_ids):
-        rows = session.execute(
-            select(Answer.item_id, Answer.label_id, Answer.source, Answer.created_at)
-            .where(Answer.item_id.in_(chunk), Answer.label_id.is_not(None))
-            .order_by(Answer.created_at)
-        )
+        if len(chunk) == 1:
+            rows = connection.execute(_ANSWERS_OF_ITEM, {"item_id": chunk[0]})
+        else:
+            rows = connection.execute(_ANSWERS_OF_ITEMS, {"item_ids": list(chunk)})
         for item_id, label_id, source, created_at in rows:
             if label_id is None:
                 continue
@@ -152,19 +190,20 @@ def refresh_training_labels(
             reviewed or entry.imported or entry.labeller_answers >= project.overlap,
         )
         groups.setdefault(values, []).append(item_id)
+    connection = session.connection()
     for values, ids in groups.items():
         label_id, labelled_at, n_answers, reviewed, done = values
         for chunk in chunked(ids):
-            session.execute(
-                update(ITEMS)
-                .where(ITEMS.c.id.in_(chunk))
-                .values(
-                    label_id=label_id,
-                    labelled_at=labelled_at,
-                    n_answers=n_answers,
-                    reviewed=reviewed,
-                    done=done,
-                )
+            connection.execute(
+                _UPDATE_TRAINING_LABEL,
+                {
+                    "item_ids": list(chunk),
+                    "new_label_id": label_id,
+                    "new_labelled_at": labelled_at,
+                    "new_n_answers": n_answers,
+                    "new_reviewed": reviewed,
+                    "new_done": done,
+                },
             )
     return RefreshCounts(labelled=labelled, tied=tied)
 

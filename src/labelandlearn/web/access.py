@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from flask import Flask, current_app, redirect, request, url_for
+from flask import Flask, current_app, g, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Connection, Table, and_, bindparam, select
@@ -129,6 +129,17 @@ def check_request_access() -> Any:
         if request.path.startswith("/api/"):
             raise NotAuthenticatedError("no admin account exists yet; open /setup first")
         return redirect(url_for("auth.setup"))
+    # One pooled connection serves the session user lookup and the membership check, which
+    # saves a pool checkout (and its pre-ping round trip on PostgreSQL) per request.
+    with app_state.db.engine.connect() as connection:
+        g.access_connection = connection
+        try:
+            return _check_user_access(connection, action)
+        finally:
+            g.pop("access_connection", None)
+
+
+def _check_user_access(connection: Connection, action: str) -> Any:
     if not current_user.is_authenticated:
         if request.path.startswith("/api/"):
             raise NotAuthenticatedError("log in or send an API token: Authorization: Bearer …")
@@ -139,13 +150,10 @@ def check_request_access() -> Any:
         if not current_user.is_admin:
             raise ForbiddenError("only an admin may do this")
         return None
-    with app_state.db.engine.connect() as connection:
-        project_id = _project_of_request(connection, request.view_args or {})
-        if project_id is None:
-            return None
-        _require_project_access(
-            connection, current_user.id, current_user.is_admin, project_id, action
-        )
+    project_id = _project_of_request(connection, request.view_args or {})
+    if project_id is None:
+        return None
+    _require_project_access(connection, current_user.id, current_user.is_admin, project_id, action)
     return None
 
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, g, jsonify, render_template, request
 from flask_bootstrap import Bootstrap5
 from flask_login import LoginManager, UserMixin
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -199,10 +199,15 @@ def _setup_login(app: Flask) -> None:
         state: AppState = app.extensions["labelandlearn"]
         if not state.settings.accounts or not user_id.isdigit():
             return None
-        # A prebuilt Core statement on a plain connection, since this runs on every request
-        # of a logged-in user; an ORM session would add an identity-map load.
-        with state.db.engine.connect() as connection:
-            user = connection.execute(_SESSION_USER, {"user_id": int(user_id)}).first()
+        # This runs on every request of a logged-in user, so it is a prebuilt Core statement
+        # (an ORM session would add an identity-map load). It uses the access check's
+        # connection when the check is running, else a connection of its own.
+        shared = g.get("access_connection")
+        if shared is not None:
+            user = shared.execute(_SESSION_USER, {"user_id": int(user_id)}).first()
+        else:
+            with state.db.engine.connect() as connection:
+                user = connection.execute(_SESSION_USER, {"user_id": int(user_id)}).first()
         if user is None:
             return None
         return LoginUser(user.id, user.username, user.is_admin)
