@@ -17,6 +17,7 @@ demo: $(VENV)/.installed-base
 
 test: $(VENV)/.installed-test chromium
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy src
 	$(MAKE) --no-print-directory check-tests
 
 # pytest exits with 5 when it collected no tests; that is a failure here, not a pass.
@@ -25,7 +26,6 @@ check-tests:
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; \
 	exit $$status
 
-# mypy runs here and not in `make test`, until the whole package type-checks cleanly.
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/mypy src

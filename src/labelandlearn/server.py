@@ -31,7 +31,9 @@ logger = logging.getLogger(__name__)
 Backend = Literal["auto", "gunicorn", "waitress"]
 WsgiApp = Callable[..., Any]
 
-DEFAULT_THREADS = 8
+# Request threads of the one server process. With 20 annotators on 2 cores, 4 threads gave
+# the best p95 (benchmarks/load_test.py: 8 and 16 threads were slower, 2 was too few).
+DEFAULT_THREADS = 4
 # Seconds gunicorn lets the worker stay silent before restarting it. Request threads never
 # run training (jobs do), so this only trips on a hung worker.
 WORKER_TIMEOUT_S = 120

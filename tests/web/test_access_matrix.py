@@ -200,3 +200,15 @@ def test_allows_api_token_without_csrf(world: dict[str, Any]) -> None:
         ).status_code
         == 404
     )
+
+
+def test_allows_next_items_to_exclude_prefetched(world: dict[str, Any]) -> None:
+    client, _ = _login(world["app"], "member")
+    own = world["own"]
+    url = f"/api/v1/projects/{own['project_id']}/items/next"
+    assert [item["id"] for item in client.get(url).get_json()["items"]] == [own["item_id"]]
+    excluded = client.get(f"{url}?exclude={own['item_id']}").get_json()["items"]
+    assert excluded == []
+    bad = client.get(f"{url}?exclude=1,x")
+    assert bad.status_code == 422
+    assert "exclude" in bad.get_json()["error"]["message"]

@@ -3,9 +3,9 @@ r"""Entry points for WSGI servers other than ``labelandlearn serve``.
 Use the factory, and run ONE process with several threads, because the job runner and the
 model cache live in the process that serves requests::
 
-    gunicorn --workers 1 --threads 8 --bind 127.0.0.1:8000 \
+    gunicorn --workers 1 --threads 4 --bind 127.0.0.1:8000 \
         'labelandlearn.web.wsgi:create_wsgi_app()'
-    waitress-serve --listen 127.0.0.1:8000 --threads 8 --call labelandlearn.web.wsgi:create_wsgi_app
+    waitress-serve --listen 127.0.0.1:8000 --threads 4 --call labelandlearn.web.wsgi:create_wsgi_app
 
 ``application`` is the same app for servers that need a module attribute. It is built on the
 first request, so importing this module has no side effects.

@@ -40,7 +40,7 @@ def next_items(query: dict[str, Any], project_id: int) -> dict[str, Any]:
         project_id,
         current_user.id,
         limit=query["limit"],
-        exclude=_parse_ids(query["exclude"]),
+        exclude=_parse_ids(query["exclude_ids"]),
         predictor=app_state.models,
     )
     return {"items": items}

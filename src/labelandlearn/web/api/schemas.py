@@ -34,7 +34,12 @@ class ProjectInSchema(Schema):
 
 class NextItemsQuerySchema(Schema):
     limit = fields.Integer(load_default=5, validate=validate.Range(min=1, max=50))
-    exclude = fields.String(load_default="", metadata={"description": "comma-separated item ids"})
+    # Marshmallow's Schema has an ``exclude`` option, so the field gets another attribute name.
+    exclude_ids = fields.String(
+        data_key="exclude",
+        load_default="",
+        metadata={"description": "comma-separated ids of items the client already holds"},
+    )
 
 
 class AnswerInSchema(Schema):
