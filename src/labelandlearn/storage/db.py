@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -12,15 +13,26 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 
 logger = logging.getLogger(__name__)
 
-# Connections kept open in the pool: at least the server's request threads (8 by default,
+# Connections kept open in the pool: at least the server's request threads (4 by default,
 # see labelandlearn.server) plus its job threads. With a smaller pool, busy requests open and
 # close overflow connections, which runs the SQLite pragmas or a PostgreSQL login each time.
 POOL_SIZE = 20
 POOL_OVERFLOW = 20
+
+# PostgreSQL connections are replaced after this many seconds, before a server or proxy idle
+# timeout closes them.
+POOL_RECYCLE_S = 1800
+# A PostgreSQL connection that sat in the pool longer than this is pinged at checkout. A ping on
+# every checkout (pool_pre_ping) costs one round trip, and a request checks out a connection
+# twice. Under load, connections go back into use within milliseconds and skip the ping.
+PING_AFTER_IDLE_S = 10.0
+_CHECKED_IN_AT = "checked_in_at"
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -40,6 +52,33 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _ping_idle_connections(engine: Engine) -> None:
+    """Ping connections that were idle in the pool; replace those that fail.
+
+    Raising ``DisconnectionError`` at checkout makes the pool discard the connection and
+    check out a new one, so a database restart costs no failed request once the connections
+    have idled. A connection dropped while in steady use still fails its statement; SQLAlchemy
+    then invalidates the pool's older connections, so only that request fails.
+    """
+    dialect = engine.dialect
+
+    def checked_in(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_CHECKED_IN_AT] = time.monotonic()
+
+    def checked_out(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        checked_in_at = record.info.get(_CHECKED_IN_AT)
+        if checked_in_at is None or time.monotonic() - checked_in_at < PING_AFTER_IDLE_S:
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as error:
+            logger.warning("replacing a pooled database connection that failed a ping: %s", error)
+            raise DisconnectionError(f"pooled connection failed a ping: {error}") from error
+
+    event.listen(engine, "checkin", checked_in)
+    event.listen(engine, "checkout", checked_out)
+
+
 class Database:
     """One engine and its session factory."""
 
@@ -55,10 +94,14 @@ class Database:
             if parsed.database and parsed.database != ":memory:":
                 kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW)
         else:
-            kwargs.update(pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_pre_ping=True)
+            kwargs.update(
+                pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_recycle=POOL_RECYCLE_S
+            )
         self.engine: Engine = create_engine(url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _configure_sqlite)
+        else:
+            _ping_idle_connections(self.engine)
         self.session_factory = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager

@@ -1,0 +1,49 @@
+"""The small-batch and large-batch transform paths of the featurizers give the same rows."""
+
+from __future__ import annotations
+
+import pytest
+import scipy.sparse as sp
+import sqlalchemy as sa
+from learning_helpers import corpus
+
+from conftest import POSTGRES_URL
+from labelandlearn.learning.base import make_featurizer
+from labelandlearn.storage import db as storage_db
+from labelandlearn.storage.db import Database
+
+TEXTS = corpus(per_class=30)[0] + ["", "   ", "émoji 🚀 ETH!!", "a"]
+
+
+@pytest.mark.parametrize("name", ["tfidf", "hashing"])
+def test_one_text_rows_match_full_batch(name: str) -> None:
+    featurizer = make_featurizer(name).fit(TEXTS)
+    full = sp.csr_matrix(featurizer.transform(TEXTS))
+    assert len(TEXTS) > 64
+    for index, text in enumerate(TEXTS):
+        single = sp.csr_matrix(featurizer.transform([text]))
+        assert single.shape == (1, full.shape[1])
+        assert abs(single - full[index]).max() <= 1e-12, text
+    middle = sp.csr_matrix(featurizer.transform(TEXTS[:65]))
+    assert abs(middle - full[:65]).max() <= 1e-12
+
+
+def test_postgres_reconnects_after_backend_killed(
+    postgres_reachable: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not postgres_reachable:
+        pytest.skip(f"PostgreSQL at {POSTGRES_URL} is not reachable")
+    monkeypatch.setattr(storage_db, "PING_AFTER_IDLE_S", 0.0)
+    database_url = POSTGRES_URL
+    database = Database(database_url)
+    try:
+        with database.engine.connect() as connection:
+            pid = connection.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        killer = sa.create_engine(database_url)
+        with killer.begin() as connection:
+            connection.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        killer.dispose()
+        with database.engine.connect() as connection:
+            assert connection.execute(sa.text("SELECT 1")).scalar_one() == 1
+    finally:
+        database.dispose()
