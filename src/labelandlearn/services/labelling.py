@@ -36,7 +36,7 @@ ANSWER_COLUMNS = (ANSWERS.c.id, ANSWERS.c.item_id, ANSWERS.c.label_id, ANSWERS.c
 
 
 class Predictor(Protocol):
-    """What the labelling service needs from the per-process model cache."""
+    """Interface of the per-process model cache that the labelling service calls."""
 
     def predict(
         self,

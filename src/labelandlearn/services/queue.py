@@ -37,8 +37,8 @@ from sqlalchemy.orm import Session
 
 from labelandlearn.storage.models import Answer, Item, Lease
 
-# How many queue candidates to look at per requested item before giving up; candidates can be
-# lost to other annotators between the query and the claim.
+# Queue candidates read per requested item in the first claim round. Other annotators can
+# take a candidate between the query and the claim, so more are read than requested.
 CANDIDATE_FACTOR = 4
 CLAIM_ROUNDS = 4
 
@@ -247,7 +247,7 @@ def lease_items(
 
     tried = excluded + [item.id for item in items]
     window = (limit - len(items)) * CANDIDATE_FACTOR
-    # Other annotators may claim the top candidates between the query and the claim; each
+    # Other annotators may claim the top candidates between the query and the claim. Each
     # round looks further down the queue, so a busy project still hands out items.
     for _round in range(CLAIM_ROUNDS):
         candidates = connection.execute(
