@@ -14,7 +14,7 @@ import typer
 from typer.core import TyperGroup
 
 from labelandlearn import __version__
-from labelandlearn.cli import data, projects, serve, users
+from labelandlearn.cli import data, projects, serve, team, users
 from labelandlearn.cli.common import (
     CliState,
     configure_logging,
@@ -113,6 +113,7 @@ serve.register(app)
 projects.register(app)
 data.register(app)
 users.register(app)
+team.register(app)
 
 
 def main() -> None:
