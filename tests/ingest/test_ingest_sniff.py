@@ -110,6 +110,24 @@ def test_cp1252_file(tmp_path: Path) -> None:
     assert records[1].values["text"] == "Grüße aus Köln"
 
 
+@pytest.mark.parametrize(
+    ("encoding", "text"),
+    [
+        ("cp1252", "Café très bon, déjà vu"),
+        ("cp1252", "Naïve façade, über cool"),
+        ("cp1251", "Привет как дела отлично"),
+    ],
+)
+def test_short_single_byte_file_decoded(tmp_path: Path, encoding: str, text: str) -> None:
+    # charset-normalizer ranked cp1257 first for the French rows; the accents must survive.
+    content = f"text;rating\n{text};1\nLe prix a baissé à 5€ — hélas;-1\n"
+    if encoding == "cp1251":
+        content = f"text;rating\n{text};1\nЭто тест кодировки файла;0\n"
+    path = write(tmp_path / "short.csv", content, encoding=encoding)
+    assert sniff_file(path).encoding == encoding
+    assert read_all(path)[0].values["text"] == text
+
+
 def test_cp1252_after_long_ascii_start(tmp_path: Path) -> None:
     # The only non-ASCII byte is far beyond any sample taken from the start of the file.
     ascii_rows = "".join(f"{index},plain ascii text\n" for index in range(30_000))
@@ -309,6 +327,20 @@ def test_excel_file(tmp_path: Path) -> None:
     assert [record.line for record in records] == [3, 5]
     assert records[0].values == {"id": "00123", "text": "first tweet", "rating": "-1"}
     assert records[1].values == {"id": "7", "text": "second tweet", "rating": "1.5"}
+
+
+def test_excel_stored_without_suffix(tmp_path: Path) -> None:
+    # Uploads are stored under a fixed name; openpyxl rejects such a path by its suffix.
+    workbook = Workbook()
+    workbook.active.append(["text", "rating"])
+    workbook.active.append(["a tweet", 1])
+    path = tmp_path / "upload.bin"
+    workbook.save(path)
+    info = sniff_file(path, "tweets.xlsx")
+    assert info.format == "xlsx"
+    assert [record.values for record in read_all(path, "tweets.xlsx")] == [
+        {"text": "a tweet", "rating": "1"}
+    ]
 
 
 def test_excel_with_only_a_header_rejected(tmp_path: Path) -> None:

@@ -118,6 +118,7 @@ def test_invite_link_creates_account(app_with_admin: Flask) -> None:
         link.group(1), data={"csrf_token": form, "username": "other", "password": PASSWORD}
     )
     assert reused.status_code == 404
+    assert newcomer.get(link.group(1)).status_code == 404
 
 
 def test_api_token_shown_once_and_revocable(app_with_admin: Flask) -> None:

@@ -141,6 +141,17 @@ def create_invite(
     return token
 
 
+def invite_is_open(db: Database, token: str) -> bool:
+    """Return whether the invite exists, is unused and has not expired."""
+    with db.session() as session:
+        invite = session.scalar(select(Invite).where(Invite.token_hash == sha256(token)))
+        return (
+            invite is not None
+            and invite.used_at is None
+            and _aware(invite.expires_at) > datetime.now(UTC)
+        )
+
+
 def accept_invite(db: Database, token: str, username: str, password: str) -> int:
     username = check_username(username)
     check_password_policy(password, username)

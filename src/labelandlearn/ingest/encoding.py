@@ -22,6 +22,14 @@ DETECTION_SAMPLE_BYTES = 256 * 1024
 # code pages with the same chaos as cp1252; among near-equal matches cp1252 wins.
 CHAOS_TIE = 0.01
 
+# Codec name prefixes (Python's names) of code pages for scripts other than Latin.
+_OTHER_SCRIPT_CODECS = (
+    "cp1251", "cp1253", "cp1255", "cp1256", "cp1125", "cp866", "cp855", "cp869", "cp874",
+    "cp737", "cp862", "cp864", "koi8", "mac_cyrillic", "mac_greek", "mac_arabic", "kz1048",
+    "iso8859_5", "iso8859_6", "iso8859_7", "iso8859_8", "iso8859_11", "ptcp154", "tis_620",
+    "cp932", "cp949", "cp950", "shift_jis", "euc", "gb", "big5", "hz", "johab",
+)  # fmt: skip
+
 # Longest first: the UTF-32 LE BOM starts with the UTF-16 LE BOM.
 _BOMS: tuple[tuple[bytes, str], ...] = (
     (codecs.BOM_UTF32_LE, "utf-32"),
@@ -129,5 +137,12 @@ def _guess_single_byte_encoding(path: Path) -> str | None:
         return None
     near_best = [match.encoding for match in matches if match.chaos <= best.chaos + CHAOS_TIE]
     if "cp1252" in near_best:
+        return "cp1252"
+    # For Latin-script text charset-normalizer often ranks Baltic, Central European or Mac
+    # code pages first (French text in cp1252 came out as cp1257), and those misread the
+    # accents. cp1252 is by far the most common of them, so it wins unless the best guess is
+    # a code page of another script.
+    candidates = {match.encoding for match in matches}
+    if "cp1252" in candidates and not best.encoding.startswith(_OTHER_SCRIPT_CODECS):
         return "cp1252"
     return best.encoding

@@ -213,7 +213,10 @@ class RecordReader:
     def _iter_xlsx(self) -> Iterator[Record]:
         from openpyxl import load_workbook
 
-        workbook = load_workbook(self.path, read_only=True, data_only=True)
+        # A file object, because openpyxl rejects a path whose suffix is not .xlsx, and
+        # uploads are stored under a fixed name.
+        handle = open(self.path, "rb")  # noqa: SIM115 - closed in the finally below
+        workbook = load_workbook(handle, read_only=True, data_only=True)
         try:
             sheet = workbook.worksheets[0]
             self._rows_total = sheet.max_row
@@ -230,6 +233,7 @@ class RecordReader:
                 yield _cells_record(row_number, cells, columns)
         finally:
             workbook.close()
+            handle.close()
 
 
 def _delimited_record(line: int, fields: list[str], columns: list[str]) -> Record:

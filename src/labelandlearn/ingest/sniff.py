@@ -117,9 +117,13 @@ def _sniff_xlsx(path: Path, display_name: str) -> FileInfo:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
+    # A file object, because openpyxl rejects a path whose suffix is not .xlsx, and uploads
+    # are stored under a fixed name.
+    handle = open(path, "rb")  # noqa: SIM115 - closed in the finally below
     try:
-        workbook = load_workbook(path, read_only=True, data_only=True)
+        workbook = load_workbook(handle, read_only=True, data_only=True)
     except (zipfile.BadZipFile, InvalidFileException, KeyError, OSError) as exc:
+        handle.close()
         raise ImportFormatError(
             f"{display_name} is a ZIP archive but not an Excel .xlsx workbook ({exc}); "
             "import a CSV, TSV, JSON, JSON Lines, Parquet or .xlsx file."
@@ -138,6 +142,7 @@ def _sniff_xlsx(path: Path, display_name: str) -> FileInfo:
             return FileInfo("xlsx", None, None, header, display_name)
     finally:
         workbook.close()
+        handle.close()
     if header is None:
         raise _empty_error(display_name, "is an empty Excel worksheet")
     raise _empty_error(display_name, "contains only a header row")

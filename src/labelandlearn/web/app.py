@@ -149,7 +149,7 @@ def create_app(
         # the server create the first admin on the /setup page.
         print(  # noqa: T201
             f"No admin account yet. Open /setup and enter the setup code {setup_token}, "
-            "or run: labelandlearn users create --admin",
+            "or run: labelandlearn users create NAME --admin",
             file=sys.stderr,
             flush=True,
         )

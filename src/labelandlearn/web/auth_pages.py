@@ -23,7 +23,7 @@ from wtforms.validators import DataRequired, NumberRange
 
 from labelandlearn.auth import users
 from labelandlearn.auth.permissions import ROLES, set_membership
-from labelandlearn.errors import LabelAndLearnError
+from labelandlearn.errors import LabelAndLearnError, NotFoundError
 from labelandlearn.services.projects import get_project
 from labelandlearn.storage.models import ApiToken, Membership, User
 from labelandlearn.web.access import ADMIN, AUTHENTICATED, PUBLIC, requires
@@ -159,6 +159,8 @@ def setup() -> Any:
 @bp.route("/invite/<token>", methods=["GET", "POST"])
 @requires(PUBLIC)
 def accept_invite(token: str) -> Any:
+    if not users.invite_is_open(state().db, token):
+        raise NotFoundError("this invite link is invalid, used or expired; ask for a new one")
     form = SignupForm()
     if form.validate_on_submit():
         try:
