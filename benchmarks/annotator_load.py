@@ -6,6 +6,7 @@ Used by ``benchmarks/load_test.py`` (the full measurement) and by the shorter te
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import multiprocessing
@@ -27,6 +28,13 @@ from http.cookies import SimpleCookie
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
+
+import sqlalchemy as sa
+
+from labelandlearn.auth import users
+from labelandlearn.auth.permissions import set_membership
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import Item, Label, Project
 
 # Annotators per client process: few enough that their threads rarely wait on one GIL.
 ANNOTATORS_PER_PROCESS = 5
@@ -299,3 +307,45 @@ def served(database_url: str, data_dir: Path, threads: int) -> Iterator[tuple[st
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def prepare_load_project(
+    db: Database, annotators: int, items: int, password: str
+) -> tuple[int, list[int], list[tuple[str, str]]]:
+    """Create a 3-label project of ``items`` short texts and ``annotators`` member accounts.
+
+    Returns the project id, its label ids and the (username, password) pairs.
+    """
+    db.upgrade()
+    with db.session() as session:
+        project = Project(
+            name="load test",
+            retrain_every=1_000_000,
+            labels=[
+                Label(name=name, key=str(i + 1), position=i)
+                for i, name in enumerate(("negative", "useless", "positive"))
+            ],
+        )
+        session.add(project)
+        session.flush()
+        session.execute(
+            sa.insert(Item),
+            [
+                {
+                    "project_id": project.id,
+                    "text": f"tweet number {i}",
+                    "text_hash": hashlib.sha1(f"tweet number {i}".encode()).hexdigest(),
+                    "position": i,
+                }
+                for i in range(items)
+            ],
+        )
+        project_id, label_ids = project.id, [label.id for label in project.labels]
+    credentials = []
+    for index in range(annotators):
+        name = f"annotator{index:02d}"
+        user_id = users.create_user(db, name, password)
+        with db.session() as session:
+            set_membership(session, project_id, user_id, "annotator")
+        credentials.append((name, password))
+    return project_id, label_ids, credentials

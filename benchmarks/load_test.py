@@ -13,7 +13,6 @@ latency percentiles of next item plus submit.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import sys
 import tempfile
@@ -24,53 +23,13 @@ import psutil
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from annotator_load import percentile, run_load, served  # noqa: E402
+from annotator_load import percentile, prepare_load_project, run_load, served  # noqa: E402
 
 from labelandlearn.auth import users  # noqa: E402
-from labelandlearn.auth.permissions import set_membership  # noqa: E402
 from labelandlearn.storage.db import Database  # noqa: E402
-from labelandlearn.storage.models import Answer, Item, Label, Project  # noqa: E402
+from labelandlearn.storage.models import Answer  # noqa: E402
 
 PASSWORD = "load test password 1"
-
-
-def prepare(
-    db: Database, annotators: int, items: int
-) -> tuple[int, list[int], list[tuple[str, str]]]:
-    db.upgrade()
-    users.create_user(db, "admin", PASSWORD, is_admin=True)
-    with db.session() as session:
-        project = Project(
-            name="load test",
-            retrain_every=1_000_000,
-            labels=[
-                Label(name=name, key=str(i + 1), position=i)
-                for i, name in enumerate(("negative", "useless", "positive"))
-            ],
-        )
-        session.add(project)
-        session.flush()
-        session.execute(
-            sa.insert(Item),
-            [
-                {
-                    "project_id": project.id,
-                    "text": f"tweet number {i}",
-                    "text_hash": hashlib.sha1(f"tweet number {i}".encode()).hexdigest(),
-                    "position": i,
-                }
-                for i in range(items)
-            ],
-        )
-        project_id, label_ids = project.id, [label.id for label in project.labels]
-    credentials = []
-    for index in range(annotators):
-        name = f"annotator{index:02d}"
-        user_id = users.create_user(db, name, PASSWORD)
-        with db.session() as session:
-            set_membership(session, project_id, user_id, "annotator")
-        credentials.append((name, PASSWORD))
-    return project_id, label_ids, credentials
 
 
 def main() -> int:
@@ -100,8 +59,10 @@ def main() -> int:
             url = f"{args.postgres_url}?options=-csearch_path%3D{schema}"
         db = Database(url)
         try:
-            project_id, label_ids, credentials = prepare(
-                db, args.annotators, args.annotators * args.answers + 500
+            db.upgrade()
+            users.create_user(db, "admin", PASSWORD, is_admin=True)
+            project_id, label_ids, credentials = prepare_load_project(
+                db, args.annotators, args.annotators * args.answers + 500, PASSWORD
             )
             with served(url, data_dir, args.threads) as (base_url, pid):
                 cpu_before = server_cpu_seconds(pid)

@@ -2,63 +2,23 @@
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
 from labelandlearn.auth import users
-from labelandlearn.auth.permissions import set_membership
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Answer, Item, Label, Project
+from labelandlearn.storage.models import Answer, Item
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from annotator_load import percentile, run_load, served  # noqa: E402
+from annotator_load import percentile, prepare_load_project, run_load, served  # noqa: E402
 
 ANNOTATORS = 20
 ANSWERS_EACH = 100
 PASSWORD = "load test password 1"
-
-
-def _prepare(db: Database, n_items: int) -> tuple[int, list[int], list[tuple[str, str]]]:
-    db.upgrade()
-    credentials = []
-    with db.session() as session:
-        project = Project(
-            name="load",
-            overlap=1,
-            retrain_every=100_000,
-            labels=[
-                Label(name=name, key=str(i + 1), position=i)
-                for i, name in enumerate(("negative", "useless", "positive"))
-            ],
-        )
-        session.add(project)
-        session.flush()
-        session.execute(
-            insert(Item),
-            [
-                {
-                    "project_id": project.id,
-                    "text": f"tweet number {i}",
-                    "text_hash": hashlib.sha1(f"tweet number {i}".encode()).hexdigest(),
-                    "position": i,
-                }
-                for i in range(n_items)
-            ],
-        )
-        project_id = project.id
-        label_ids = [label.id for label in project.labels]
-    for index in range(ANNOTATORS):
-        username = f"annotator{index:02d}"
-        user_id = users.create_user(db, username, PASSWORD)
-        with db.session() as session:
-            set_membership(session, project_id, user_id, "annotator")
-        credentials.append((username, PASSWORD))
-    return project_id, label_ids, credentials
 
 
 @pytest.fixture
@@ -77,7 +37,9 @@ def server(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Database]]:
 @pytest.mark.slow
 def test_twenty_annotators_store_every_answer_once(server: tuple[str, Database]) -> None:
     base_url, db = server
-    project_id, label_ids, credentials = _prepare(db, n_items=ANNOTATORS * ANSWERS_EACH + 200)
+    project_id, label_ids, credentials = prepare_load_project(
+        db, ANNOTATORS, ANNOTATORS * ANSWERS_EACH + 200, PASSWORD
+    )
 
     results, seconds = run_load(base_url, project_id, label_ids, credentials, ANSWERS_EACH)
 
