@@ -38,6 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from labelandlearn.learning.auto import (
     AUTO_CANDIDATES,
+    TFIDF_EMBEDDING_KNN,
     TFIDF_EMBEDDING_LINEAR,
     TFIDF_LINEAR,
     choose_recipe,
@@ -388,9 +389,10 @@ def summarise(curves: Sequence[Curve], full_score: float) -> dict[str, Any]:
 
 
 def simulation_models(dataset: Dataset, cache_dir: Path) -> list[ModelRecipe]:
-    """Return TF-IDF + linear, and TF-IDF + e5 + linear when every text has a cached vector."""
+    """Return TF-IDF + linear, and the two TF-IDF + e5 models when every text has a cached
+    vector: the linear classifier, and the linear classifier averaged with nearest neighbours."""
     models = [TFIDF_LINEAR]
-    embedding = with_cache(TFIDF_EMBEDDING_LINEAR, cache_dir)
+    embedding = [with_cache(r, cache_dir) for r in (TFIDF_EMBEDDING_LINEAR, TFIDF_EMBEDDING_KNN)]
     if not backend_available(DEFAULT_BACKEND):
         logger.info("%s: e5 backend not installed, TF-IDF model only", dataset.name)
     elif missing := count_missing(dataset.texts, DEFAULT_BACKEND, None, cache_dir):
@@ -400,7 +402,7 @@ def simulation_models(dataset: Dataset, cache_dir: Path) -> list[ModelRecipe]:
             missing,
         )
     else:
-        models.append(embedding)
+        models.extend(embedding)
     return models
 
 
@@ -581,7 +583,7 @@ def _add_simulate_parser(sub: Any) -> None:
     simulate.add_argument(
         "--no-small-text", action="store_true", help="skip small-text's strategies"
     )
-    simulate.add_argument("--tfidf-only", action="store_true", help="skip the TF-IDF + e5 model")
+    simulate.add_argument("--tfidf-only", action="store_true", help="skip the TF-IDF + e5 models")
     simulate.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
     simulate.add_argument(
         "--output-dir",

@@ -157,8 +157,10 @@ def free_port() -> int:
 
 def start_server(data_dir: Path, port: int, threads: int) -> subprocess.Popen[str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("LABELANDLEARN")}
+    # No embed job: embedding 100,000 items with e5 would take the CPU for hours, so the
+    # default model runs on TF-IDF alone, as it does until a project's embed job finishes.
     env.update(LABELANDLEARN_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1",
-               LABELANDLEARN_LOG_LEVEL="WARNING")
+               LABELANDLEARN_LOG_LEVEL="WARNING", LABELANDLEARN_EMBEDDINGS="off")
     process = subprocess.Popen(
         [sys.executable, "-m", "labelandlearn.cli", "serve", "--port", str(port),
          "--threads", str(threads)],

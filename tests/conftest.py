@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +13,14 @@ import sqlalchemy as sa
 
 from labelandlearn.storage.db import Database
 from shared_data import DATASETS, REPO_ROOT, dataset_path  # noqa: F401 - re-exported
+
+# The default model uses e5 embeddings. Embedding every imported item in the background would
+# load the e5 model in many tests, so imports start no embed job here. The tests of the embed
+# job turn it back on.
+os.environ["LABELANDLEARN_EMBEDDINGS"] = "off"
+# Training the default model looks up embeddings in the data folder; tests never touch the
+# user's own folder.
+os.environ.setdefault("LABELANDLEARN_DATA_DIR", tempfile.mkdtemp(prefix="labelandlearn-tests-"))
 
 POSTGRES_URL = os.environ.get(
     "LABELANDLEARN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -71,6 +71,14 @@ class Settings(BaseSettings):
             "down labelling requests) or in the worker thread itself."
         ),
     )
+    embeddings: Literal["background", "off"] = Field(
+        default="background",
+        description=(
+            "Whether an import into a project whose model uses sentence embeddings starts a "
+            "background job that embeds its items. With off, such models train on TF-IDF alone "
+            "until the job is started from the dashboard."
+        ),
+    )
     celery_broker_url: str = Field(
         default="redis://127.0.0.1:6379/0", description="Celery broker URL (celery runner)."
     )

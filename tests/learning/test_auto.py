@@ -104,3 +104,11 @@ def test_embedding_candidate_scored_when_computed(tmp_path: Path) -> None:
     choice = choose_recipe(texts, y, candidates=[TFIDF_LINEAR, candidate], embeddings="compute")
     assert [row.status for row in choice.candidates] == ["scored", "scored"]
     assert choice.chosen in {"tfidf-linear", "tfidf-embedding-linear"}
+
+
+def test_default_recipe_matches_the_storage_default() -> None:
+    from labelandlearn.learning.base import DEFAULT_RECIPE
+    from labelandlearn.storage.models import DEFAULT_MODEL
+
+    assert DEFAULT_RECIPE == DEFAULT_MODEL
+    assert get_recipe(DEFAULT_MODEL) is TFIDF_EMBEDDING_LINEAR

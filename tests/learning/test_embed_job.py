@@ -22,6 +22,7 @@ from labelandlearn.learning.project_embeddings import (
     EMBED_JOB,
     embedding_status,
     recipe_embedding_spec,
+    resume_embeddings,
     start_embedding,
     tfidf_only_recipe,
 )
@@ -74,10 +75,12 @@ def minilm_recipe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModelRecip
     return recipe
 
 
-def _project(db: Database, model_name: str, n_unlabelled: int = 6) -> int:
+def _project(
+    db: Database, model_name: str, n_unlabelled: int = 6, name: str = "tweets"
+) -> int:
     texts, labels = corpus(per_class=8)
     extra = [f"unlabelled tweet about ethereum number {i}" for i in range(n_unlabelled)]
-    project_id = create_project(db, texts + extra, labels + [None] * n_unlabelled)
+    project_id = create_project(db, texts + extra, labels + [None] * n_unlabelled, name=name)
     with db.session() as session:
         session.execute(
             sa.update(Project).where(Project.id == project_id).values(model_name=model_name)
@@ -138,6 +141,31 @@ def test_start_embedding_once_per_project(db: Database, minilm_recipe: ModelReci
 
 
 @needs_minilm
+def test_resume_starts_unfinished_projects(db: Database, minilm_recipe: ModelRecipe) -> None:
+    never = _project(db, RECIPE, name="never embedded")
+    failed = _project(db, RECIPE, name="embed job failed")
+    finished = _project(db, RECIPE, name="embed job done")
+    without = _project(db, "tfidf-linear", name="no embeddings")
+    for project_id, status in ((failed, "failed"), (finished, "done")):
+        job_id = create_job(db, EMBED_JOB, project_id)
+        with db.session() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            job.status = status
+    runner = QueueOnlyRunner(db)
+
+    started = resume_embeddings(db, runner)
+
+    assert len(started) == 2
+    with db.session() as session:
+        queued = session.scalars(
+            sa.select(Job.project_id).where(Job.kind == EMBED_JOB, Job.status == "queued")
+        ).all()
+    assert sorted(queued) == sorted([never, failed])
+    assert without not in queued
+
+
+@needs_minilm
 def test_training_falls_back_until_embedded(
     db: Database, minilm_recipe: ModelRecipe, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -161,12 +189,15 @@ def test_training_falls_back_until_embedded(
         assert job.result is not None
         assert job.result["embedded"] == 30
         assert job.result["missing"] == 0
+        retrained = job.result["model_version_id"]
+        assert job.result["items_scored"] == 6
     spec = recipe_embedding_spec(minilm_recipe)
     assert spec is not None
     texts = [text for text in corpus(per_class=8)[0]]
     assert count_missing(texts, spec.backend, spec.model, spec.folder) == 0
 
-    metrics, params = _version(db, train_project(db, project_id))
+    # The embed job retrained the model that had trained without embeddings.
+    metrics, params = _version(db, retrained)
     assert metrics["embeddings"]["status"] == "used"
     assert params["featurizer"] == "tfidf+embedding"
     assert metrics["prediction_change"]["n_items"] == 6

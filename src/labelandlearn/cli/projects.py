@@ -11,7 +11,7 @@ from sqlalchemy import select
 from labelandlearn.cli.common import cli_state, print_json, stdout
 from labelandlearn.errors import ValidationError
 from labelandlearn.services import projects as service
-from labelandlearn.storage.models import Project
+from labelandlearn.storage.models import DEFAULT_MODEL, DEFAULT_STRATEGY, Project
 
 projects_app = typer.Typer(help="List, create, edit and delete projects.", no_args_is_help=True)
 
@@ -89,10 +89,10 @@ def create(
     ] = None,
     model: Annotated[
         str, typer.Option(help="Model recipe name; an unknown name lists the known ones.")
-    ] = "tfidf-linear",
+    ] = DEFAULT_MODEL,
     strategy: Annotated[
         str, typer.Option(help="Query strategy: which item to ask next (margin, random, ...).")
-    ] = "margin",
+    ] = DEFAULT_STRATEGY,
     retrain_every: Annotated[
         int, typer.Option(help="Retrain fully in the background after this many answers.")
     ] = 50,

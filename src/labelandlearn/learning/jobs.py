@@ -1,12 +1,15 @@
 """Job handlers of the learning engine: ``train`` (train, then score), ``score`` and
-``embed`` (fill the embedding cache of a project in the background)."""
+``embed`` (fill the embedding cache of a project in the background, then retrain a model that
+trained without the embeddings)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from labelandlearn.errors import ValidationError
+import sqlalchemy as sa
+
+from labelandlearn.errors import NotEnoughLabelsError, ValidationError
 from labelandlearn.jobs.base import JobContext, job_handler
 from labelandlearn.learning.embeddings import count_missing, precompute_embeddings
 from labelandlearn.learning.project_embeddings import (
@@ -17,6 +20,8 @@ from labelandlearn.learning.project_embeddings import (
 )
 from labelandlearn.learning.scoring import score_project
 from labelandlearn.learning.training import train_project
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import ModelVersion, Project
 
 logger = logging.getLogger(__name__)
 
@@ -75,4 +80,27 @@ def embed_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         texts, spec.backend, spec.model, cache_folder=spec.folder, progress=context.progress
     )
     missing = count_missing(texts, spec.backend, spec.model, spec.folder)
-    return {**spec.to_dict(), "embedded": embedded, "missing": missing, "texts": len(texts)}
+    result = {**spec.to_dict(), "embedded": embedded, "missing": missing, "texts": len(texts)}
+    if missing == 0 and _current_model_lacks_embeddings(context.db, project_id):
+        # The current model was trained on TF-IDF alone while vectors were missing. Retrain
+        # now, so that the model uses the embeddings before the next scheduled retrain.
+        context.progress(0.9, "retraining with the embeddings", force=True)
+        try:
+            result["model_version_id"] = train_project(context.db, project_id)
+            result["items_scored"] = score_project(context.db, project_id)
+        except NotEnoughLabelsError as error:
+            logger.info("embed job %s: no retrain: %s", context.job_id, error)
+    return result
+
+
+def _current_model_lacks_embeddings(db: Database, project_id: int) -> bool:
+    """Return whether the project's current model trained without its recipe's embeddings."""
+    with db.session() as session:
+        project = session.get(Project, project_id)
+        if project is None or project.current_model_id is None:
+            return False
+        metrics = session.scalar(
+            sa.select(ModelVersion.metrics).where(ModelVersion.id == project.current_model_id)
+        )
+    note = (metrics or {}).get("embeddings")
+    return isinstance(note, dict) and note.get("status") == "pending"

@@ -17,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labelandlearn.errors import NotFoundError
+from labelandlearn.errors import LabelAndLearnError, NotFoundError
 from labelandlearn.jobs.base import JobRunner
 from labelandlearn.learning.base import ModelRecipe, get_recipe
 from labelandlearn.learning.embeddings import (
@@ -26,6 +26,7 @@ from labelandlearn.learning.embeddings import (
     backend_available,
     count_missing,
     default_cache_folder,
+    install_command,
 )
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Item, Job, Project
@@ -120,8 +121,9 @@ def project_embedding_spec(db: Database, project_id: int) -> EmbeddingSpec | Non
 def embedding_status(db: Database, project_id: int) -> dict[str, Any] | None:
     """Return the project's embedding progress for the dashboard, or None without embeddings.
 
-    Keys: backend, model, installed, total (distinct texts), missing (texts without a cached
-    vector), ready, and job (the latest embed job's id, status, progress and message, or None).
+    Keys: backend, model, installed, install (the pip command), total (distinct texts),
+    missing (texts without a cached vector), ready, and job (the latest embed job's id, status,
+    progress and message, or None).
     """
     spec = project_embedding_spec(db, project_id)
     if spec is None:
@@ -132,6 +134,7 @@ def embedding_status(db: Database, project_id: int) -> dict[str, Any] | None:
     return {
         **spec.to_dict(),
         "installed": installed,
+        "install": install_command(spec.backend),
         "total": len(texts),
         "missing": missing,
         "ready": installed and missing == 0,
@@ -205,3 +208,29 @@ def wait_for_job(db: Database, job_id: str, poll_seconds: float = WAIT_POLL_SECO
         if status not in ACTIVE_JOB_STATES:
             return status
         time.sleep(poll_seconds)
+
+
+def resume_embeddings(db: Database, runner: JobRunner) -> list[str]:
+    """Start the ``embed`` job of every project that needs one and never finished one.
+
+    Called when the server starts: it covers a project loaded without the web import (the
+    demo, the command line) and an embed job that a stopped server left failed. Returns the
+    ids of the jobs started.
+    """
+    with db.session() as session:
+        projects = session.execute(sa.select(Project.id, Project.model_name)).all()
+    started = []
+    for project_id, model_name in projects:
+        try:
+            spec = recipe_embedding_spec(get_recipe(model_name))
+        except LabelAndLearnError:
+            continue
+        if spec is None or not backend_available(spec.backend):
+            continue
+        latest = _latest_embed_job(db, project_id)
+        if latest is not None and latest["status"] != "failed":
+            continue
+        job_id = start_embedding(db, runner, project_id)
+        if job_id is not None:
+            started.append(job_id)
+    return started

@@ -16,7 +16,7 @@ register_recipe(
         featurizer="tfidf",
         classifier="linear",
         featurizer_params=TFIDF_PARAMS,
-        description="Linear classifier on TF-IDF word 1-2 and character 2-4 n-grams (default).",
+        description="Linear classifier on TF-IDF word 1-2 and character 3-4 n-grams.",
     )
 )
 

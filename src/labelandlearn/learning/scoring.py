@@ -7,8 +7,11 @@ each full training and whenever the project's strategy changes.
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 # Items predicted per step; bounds memory and gives progress steps on large pools.
 SCORE_BATCH = 20_000
+# From this many distinct texts, scoring splits the work over processes, up to this many.
+PARALLEL_MIN_TEXTS = 20_000
+MAX_SCORE_WORKERS = 4
 _UPDATE_SCORES = sa.text("UPDATE items SET score = :score WHERE id = :item_id")
 
 
@@ -121,6 +127,13 @@ def _predict_in_batches(
 def _predict_unique(
     model: TextModel, texts: list[str], progress: ProgressCallback | None
 ) -> np.ndarray:
+    workers = min(os.cpu_count() or 1, MAX_SCORE_WORKERS)
+    if (
+        workers > 1
+        and len(texts) >= PARALLEL_MIN_TEXTS
+        and "fork" in multiprocessing.get_all_start_methods()
+    ):
+        return _predict_forked(model, texts, workers, progress)
     parts = []
     for start in range(0, len(texts), SCORE_BATCH):
         parts.append(model.predict_proba(texts[start : start + SCORE_BATCH]))
@@ -130,6 +143,41 @@ def _predict_unique(
     if not parts:
         return np.zeros((0, len(model.labels)))
     return np.vstack(parts)
+
+
+_forked_model: TextModel | None = None
+
+
+def _predict_part(texts: list[str]) -> np.ndarray:
+    assert _forked_model is not None
+    return _forked_model.predict_proba(texts)
+
+
+def _predict_forked(
+    model: TextModel, texts: list[str], workers: int, progress: ProgressCallback | None
+) -> np.ndarray:
+    """Predict equal parts of ``texts`` in this process and ``workers - 1`` forked ones.
+
+    Featurizing is Python code that holds the GIL, so processes, not threads, use the cores.
+    Forked workers inherit the model, so nothing is serialised but texts and probabilities.
+    """
+    global _forked_model
+    _forked_model = model
+    size = -(-len(texts) // workers)
+    parts = [texts[start : start + size] for start in range(0, len(texts), size)]
+    if progress is not None:
+        progress(0.0, f"scoring {len(texts)} items in {len(parts)} processes")
+    context = multiprocessing.get_context("fork")
+    try:
+        with ProcessPoolExecutor(max_workers=len(parts) - 1, mp_context=context) as pool:
+            futures = [pool.submit(_predict_part, part) for part in parts[1:]]
+            results = [model.predict_proba(parts[0])]
+            results.extend(future.result() for future in futures)
+    finally:
+        _forked_model = None
+    if progress is not None:
+        progress(0.9, f"scored {len(texts)} of {len(texts)} items")
+    return np.vstack(results)
 
 
 def _write_scores(db: Database, item_ids: list[int], scores: np.ndarray) -> None:

@@ -84,7 +84,8 @@ class QueryStrategy(ABC):
 
 _STRATEGIES: dict[str, type[QueryStrategy]] = {}
 StrategyType = TypeVar("StrategyType", bound=type[QueryStrategy])
-DEFAULT_STRATEGY = "margin"
+# Kept equal to labelandlearn.storage.models.DEFAULT_STRATEGY (a test checks).
+DEFAULT_STRATEGY = "diverse-margin"
 
 
 def register_strategy(name: str) -> Callable[[StrategyType], StrategyType]:

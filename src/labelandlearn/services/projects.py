@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 
 from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Answer, Item, Label, Project
+from labelandlearn.storage.models import (
+    DEFAULT_MODEL,
+    DEFAULT_STRATEGY,
+    Answer,
+    Item,
+    Label,
+    Project,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +52,8 @@ class ProjectSpec:
     text_column: str = "text"
     id_column: str | None = None
     label_column: str | None = None
-    model_name: str = "tfidf-linear"
-    strategy_name: str = "margin"
+    model_name: str = DEFAULT_MODEL
+    strategy_name: str = DEFAULT_STRATEGY
     retrain_every: int = 50
     overlap: int = 1
     lease_seconds: int = 1800

@@ -38,6 +38,15 @@ def new_uuid() -> str:
     return str(uuid.uuid4())
 
 
+# The model recipe of a new project: TF-IDF plus e5-small embeddings with a linear classifier,
+# trained on TF-IDF alone until the background job has embedded every item. The recipes are
+# registered in labelandlearn.learning; docs/benchmarks.md has the comparison behind this choice.
+DEFAULT_MODEL = "tfidf-embedding-linear"
+# The query strategy of a new project: margin sampling made diverse by k-means over the most
+# uncertain items. With the default model it needed the fewest labels in the simulations.
+DEFAULT_STRATEGY = "diverse-margin"
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
 
@@ -62,8 +71,8 @@ class Project(Base):
     text_column: Mapped[str] = mapped_column(String(200), default="text")
     id_column: Mapped[str | None] = mapped_column(String(200))
     label_column: Mapped[str | None] = mapped_column(String(200))
-    model_name: Mapped[str] = mapped_column(String(100), default="tfidf-linear")
-    strategy_name: Mapped[str] = mapped_column(String(100), default="margin")
+    model_name: Mapped[str] = mapped_column(String(100), default=DEFAULT_MODEL)
+    strategy_name: Mapped[str] = mapped_column(String(100), default=DEFAULT_STRATEGY)
     retrain_every: Mapped[int] = mapped_column(Integer, default=50)
     # How many annotators answer each item, and how long a handed-out item stays reserved.
     overlap: Mapped[int] = mapped_column(Integer, default=1, server_default="1")

@@ -110,5 +110,6 @@ def start_import(body: dict[str, Any], project_id: int) -> dict[str, Any]:
         "import job %s started for upload %s of project %s", job_id, stored.upload_id, project_id
     )
     # A model with embeddings needs a vector per item; the embed job waits for the import.
-    start_embedding(app_state.db, app_state.runner, project_id, after_job=job_id)
+    if app_state.settings.embeddings == "background":
+        start_embedding(app_state.db, app_state.runner, project_id, after_job=job_id)
     return {"job_id": job_id}

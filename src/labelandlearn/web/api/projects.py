@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from labelandlearn.auth.permissions import visible_project_ids
 from labelandlearn.services import projects as service
-from labelandlearn.storage.models import Project
+from labelandlearn.storage.models import DEFAULT_MODEL, DEFAULT_STRATEGY, Project
 from labelandlearn.web.access import ADMIN, requires
 from labelandlearn.web.api.schemas import ProjectInSchema
 from labelandlearn.web.state import state
@@ -26,8 +26,8 @@ def spec_from_body(body: dict[str, Any]) -> service.ProjectSpec:
         text_column=body.get("text_column") or "text",
         id_column=body.get("id_column"),
         label_column=body.get("label_column"),
-        model_name=body.get("model_name") or "tfidf-linear",
-        strategy_name=body.get("strategy_name") or "margin",
+        model_name=body.get("model_name") or DEFAULT_MODEL,
+        strategy_name=body.get("strategy_name") or DEFAULT_STRATEGY,
         retrain_every=body.get("retrain_every") or 50,
         overlap=body.get("overlap") or 1,
         lease_seconds=body.get("lease_seconds") or 1800,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
+from labelandlearn.storage.models import DEFAULT_MODEL, DEFAULT_STRATEGY
+
 
 class LabelSchema(Schema):
     id = fields.Integer(load_default=None, allow_none=True)
@@ -19,8 +21,8 @@ class ProjectInSchema(Schema):
     text_column = fields.String(load_default="text")
     id_column = fields.String(load_default=None, allow_none=True)
     label_column = fields.String(load_default=None, allow_none=True)
-    model_name = fields.String(load_default="tfidf-linear")
-    strategy_name = fields.String(load_default="margin")
+    model_name = fields.String(load_default=DEFAULT_MODEL)
+    strategy_name = fields.String(load_default=DEFAULT_STRATEGY)
     retrain_every = fields.Integer(load_default=50)
     overlap = fields.Integer(load_default=1, metadata={"description": "annotators per item"})
     lease_seconds = fields.Integer(

@@ -21,6 +21,7 @@ from wtforms import (
 from wtforms.validators import DataRequired, Length, NumberRange, Optional
 
 from labelandlearn.services.projects import DEFAULT_COLORS, MAX_LABELS, LabelSpec, ProjectSpec
+from labelandlearn.storage.models import DEFAULT_MODEL, DEFAULT_STRATEGY
 
 
 class LabelRowForm(Form):
@@ -52,10 +53,10 @@ class ProjectForm(FlaskForm):
         validators=[Optional(), Length(max=200)],
         description="A column with labels you already have; those rows arrive labelled.",
     )
-    model_name = SelectField("Model", default="tfidf-linear")
+    model_name = SelectField("Model", default=DEFAULT_MODEL)
     strategy_name = SelectField(
         "Which item to ask next",
-        default="margin",
+        default=DEFAULT_STRATEGY,
         description="Uncertainty strategies ask about the texts the model is least sure of.",
     )
     retrain_every = IntegerField(

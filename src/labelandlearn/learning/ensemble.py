@@ -1,0 +1,238 @@
+"""The linear classifier averaged with a k-nearest-neighbours vote on the embedding block.
+
+A linear model on TF-IDF plus embeddings generalises from words and meaning. The neighbours'
+vote adds what it misses on short texts that come in families, such as bots posting the same
+template with small changes. In 5-fold cross-validation on the 5,515 deduplicated Ethereum
+tweets (3 fold seeds), the average of the two scored 0.837 useful-vs-useless and 0.722 3-class
+macro-F1, against 0.823 and 0.715 for the linear model alone and 0.810 and 0.669 for the
+neighbours alone (10 neighbours, cosine similarity on the e5 vectors, votes weighted by the
+inverse distance). 5 and 7 neighbours scored within 0.001 of 10; 15 and 25 scored lower.
+Neighbours over the whole TF-IDF plus embedding row scored 0.833 and 0.709.
+
+The neighbours use the trailing columns that every training row fills: the embedding block
+that the ``tfidf+embedding`` featurizer appends. Without such a block (TF-IDF alone, when the
+embedding backend is missing) they use the whole row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Self
+
+import numpy as np
+import scipy.sparse as sp
+
+from labelandlearn.errors import ValidationError
+from labelandlearn.learning.base import ArrayState, Classifier, Features, register_classifier
+from labelandlearn.learning.classifiers import LinearClassifier
+
+# Query rows per similarity product; bounds the (rows x training rows) matrix in memory.
+_QUERY_BATCH = 2048
+# Distances below this count as exact matches, which take the whole vote as in scikit-learn.
+_EXACT = 1e-9
+_LINEAR_PREFIX = "linear."
+
+
+def dense_tail_start(X: Features) -> int | None:
+    """Return the first column of the trailing block that every row of ``X`` fills.
+
+    Returns 0 for a dense array (every column is filled) and None when the last column has an
+    empty row, that is when there is no such block.
+    """
+    if not sp.issparse(X):
+        return 0
+    csr = sp.csr_matrix(X)
+    if csr.shape[0] < 2:
+        return None
+    filled = np.bincount(csr.indices, minlength=csr.shape[1])
+    short = np.flatnonzero(filled < csr.shape[0])
+    if short.size == 0:
+        return 0
+    start = int(short[-1] + 1)
+    return start if start < csr.shape[1] else None
+
+
+def _unit_rows(X: Features, start: int | None) -> np.ndarray | sp.csr_matrix:
+    """Return the rows the neighbours compare, scaled to unit length.
+
+    With a dense block (``start`` is a column) that block as float32; without one (None) the
+    whole row, kept sparse because a TF-IDF vocabulary can have hundreds of thousands of columns.
+    """
+    if start is None:
+        rows = sp.csr_matrix(X, dtype=np.float32)
+        norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
+        norms[norms == 0.0] = 1.0
+        return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ rows)
+    if sp.issparse(X):
+        dense = sp.csr_matrix(X)[:, start:].toarray()
+    else:
+        dense = np.asarray(X)[:, start:]
+    dense = dense.astype(np.float32, copy=False)
+    norms = np.linalg.norm(dense, axis=1, keepdims=True)
+    norms[norms == 0.0] = 1.0
+    return dense / norms
+
+
+@register_classifier("linear+knn")
+class LinearKnnClassifier(Classifier):
+    """The average of the linear classifier's and the nearest neighbours' probabilities.
+
+    ``partial_fit`` updates the linear part and adds the new labelled rows to the neighbours'
+    memory.
+    """
+
+    def __init__(
+        self,
+        n_neighbors: int = 10,
+        alpha: float = 7e-5,
+        max_iter: int = 20,
+        online_learning_rate: float = 0.1,
+        random_state: int = 0,
+    ) -> None:
+        self.n_neighbors = n_neighbors
+        self.alpha = alpha
+        self.max_iter = max_iter
+        self.online_learning_rate = online_learning_rate
+        self.random_state = random_state
+
+    def _linear(self) -> LinearClassifier:
+        return LinearClassifier(
+            alpha=self.alpha,
+            max_iter=self.max_iter,
+            online_learning_rate=self.online_learning_rate,
+            random_state=self.random_state,
+        )
+
+    # ----------------------------------------------------------------- training
+
+    def fit(self, X: Features, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Self:
+        if self.n_neighbors < 1:
+            raise ValidationError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
+        y = np.asarray(y, dtype=np.int64)
+        self.linear_ = self._linear().fit(X, y, sample_weight=sample_weight)
+        self.classes_ = self.linear_.classes_
+        self.knn_start_ = dense_tail_start(X)
+        self.memory_ = _unit_rows(X, self.knn_start_)
+        self.memory_labels_ = y.copy()
+        self.n_memory_ = y.size
+        return self
+
+    def partial_fit(self, X: Features, y: np.ndarray, classes: np.ndarray | None = None) -> Self:
+        y = np.asarray(y, dtype=np.int64)
+        if not hasattr(self, "linear_"):
+            # A cold start cannot tell an embedding block from a few rows, so it compares
+            # whole rows until the next full fit.
+            self.linear_ = self._linear()
+            self.knn_start_ = None
+            self.memory_ = sp.csr_matrix((0, X.shape[1]), dtype=np.float32)
+            self.memory_labels_ = np.zeros(0, dtype=np.int64)
+            self.n_memory_ = 0
+        self.linear_.partial_fit(X, y, classes=classes)
+        self.classes_ = self.linear_.classes_
+        self._remember(_unit_rows(X, self.knn_start_), y)
+        return self
+
+    def _remember(self, rows: np.ndarray | sp.csr_matrix, y: np.ndarray) -> None:
+        """Add rows to the memory. A dense memory doubles its capacity, so a row costs O(1)."""
+        needed = self.n_memory_ + rows.shape[0]
+        labels = self.memory_labels_
+        if needed > labels.size:
+            labels = np.zeros(max(needed, 2 * labels.size, 64), dtype=np.int64)
+            labels[: self.n_memory_] = self.memory_labels_[: self.n_memory_]
+            self.memory_labels_ = labels
+        labels[self.n_memory_ : needed] = y
+        if sp.issparse(self.memory_):
+            self.memory_ = sp.vstack([self.memory_[: self.n_memory_], rows], format="csr")
+        else:
+            if needed > self.memory_.shape[0]:
+                memory = np.zeros((labels.size, self.memory_.shape[1]), dtype=np.float32)
+                memory[: self.n_memory_] = self.memory_[: self.n_memory_]
+                self.memory_ = memory
+            self.memory_[self.n_memory_ : needed] = rows
+        self.n_memory_ = needed
+
+    # ----------------------------------------------------------------- prediction
+
+    def predict_proba(self, X: Features) -> np.ndarray:
+        if not self.is_fitted:
+            raise ValidationError("the linear+knn classifier is not fitted; call fit() first")
+        return 0.5 * (self.linear_.predict_proba(X) + self.neighbour_proba(X))
+
+    def neighbour_proba(self, X: Features) -> np.ndarray:
+        """Return the inverse-distance-weighted class votes of the nearest remembered rows."""
+        memory = self.memory_[: self.n_memory_]
+        labels = np.searchsorted(self.classes_, self.memory_labels_[: self.n_memory_])
+        n_rows = X.shape[0]
+        proba = np.zeros((n_rows, self.classes_.size))
+        if self.n_memory_ == 0:
+            proba[:] = 1.0 / self.classes_.size
+            return proba
+        k = min(self.n_neighbors, self.n_memory_)
+        for start in range(0, n_rows, _QUERY_BATCH):
+            queries = _unit_rows(X[start : start + _QUERY_BATCH], self.knn_start_)
+            product = queries @ memory.T
+            similarity = product.toarray() if sp.issparse(product) else np.asarray(product)
+            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+            distance = 1.0 - np.take_along_axis(similarity, nearest, axis=1).astype(np.float64)
+            exact = distance <= _EXACT
+            weights = np.where(
+                exact.any(axis=1, keepdims=True), exact, 1.0 / np.maximum(distance, _EXACT)
+            )
+            block = proba[start : start + queries.shape[0]]
+            rows = np.repeat(np.arange(queries.shape[0]), k)
+            np.add.at(block, (rows, labels[nearest].ravel()), weights.ravel())
+            block /= block.sum(axis=1, keepdims=True)
+        return proba
+
+    # ----------------------------------------------------------------- state
+
+    def get_state(self) -> tuple[dict[str, Any], ArrayState]:
+        config = self.get_params()
+        if not self.is_fitted:
+            return config, {}
+        linear_config, linear_arrays = self.linear_.get_state()
+        config = {**config, "linear": linear_config, "knn_start": self.knn_start_}
+        arrays = {f"{_LINEAR_PREFIX}{name}": value for name, value in linear_arrays.items()}
+        memory = self.memory_[: self.n_memory_]
+        if sp.issparse(memory):
+            csr = sp.csr_matrix(memory)
+            config["memory_shape"] = list(csr.shape)
+            arrays.update(
+                {
+                    "memory.data": csr.data,
+                    "memory.indices": csr.indices,
+                    "memory.indptr": csr.indptr,
+                }
+            )
+        else:
+            arrays["memory"] = memory
+        arrays["memory_labels"] = self.memory_labels_[: self.n_memory_]
+        return config, arrays
+
+    @classmethod
+    def from_state(cls, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Self:
+        state_keys = ("linear", "knn_start", "memory_shape")
+        classifier = cls(**{k: v for k, v in config.items() if k not in state_keys})
+        if "memory_labels" not in arrays:
+            return classifier
+        linear_arrays = {
+            name[len(_LINEAR_PREFIX) :]: value
+            for name, value in arrays.items()
+            if name.startswith(_LINEAR_PREFIX)
+        }
+        classifier.linear_ = LinearClassifier.from_state(config["linear"], linear_arrays)
+        classifier.classes_ = classifier.linear_.classes_
+        start = config["knn_start"]
+        classifier.knn_start_ = None if start is None else int(start)
+        if "memory" in arrays:
+            classifier.memory_ = np.asarray(arrays["memory"], dtype=np.float32)
+        else:
+            classifier.memory_ = sp.csr_matrix(
+                (arrays["memory.data"], arrays["memory.indices"], arrays["memory.indptr"]),
+                shape=tuple(config["memory_shape"]),
+            )
+        classifier.memory_labels_ = np.asarray(arrays["memory_labels"], dtype=np.int64)
+        classifier.n_memory_ = classifier.memory_labels_.size
+        if classifier.memory_.shape[0] != classifier.n_memory_:
+            raise ValueError("the neighbours' rows do not match their labels")
+        return classifier

