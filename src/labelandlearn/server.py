@@ -168,8 +168,8 @@ def shutdown_app(app: Any) -> None:
     state = extensions.get("labelandlearn") if isinstance(extensions, dict) else None
     if state is None:
         return
-    # NOTE: a job still running is not cancelled. It goes on until the worker process exits
-    # (within gunicorn's graceful timeout), so its row ends as failed or stays "running".
+    # A job still running is cut off: the in-process runner ends its child process, and the
+    # next start marks the job's row failed.
     state.runner.shutdown(wait=False)
     state.db.dispose()
     logger.info("application stopped")

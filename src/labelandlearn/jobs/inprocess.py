@@ -94,9 +94,22 @@ class InProcessRunner:
             future.result(timeout=timeout)
 
     def shutdown(self, wait: bool = True) -> None:
+        """Stop taking jobs; with ``wait=False`` also end the child processes of running jobs.
+
+        A child process is not ended by its parent's exit, so without this a job (an embed job
+        runs for minutes) would go on after the server stopped. The next start marks its row
+        failed.
+        """
         self._executor.shutdown(wait=wait, cancel_futures=not wait)
-        if self._processes is not None:
-            self._processes.shutdown(wait=wait, cancel_futures=not wait)
+        if self._processes is None:
+            return
+        if not wait:
+            # ProcessPoolExecutor has no public way to stop busy workers before Python 3.14.
+            workers = getattr(self._processes, "_processes", None) or {}
+            for process in list(workers.values()):
+                if process.is_alive():
+                    process.terminate()
+        self._processes.shutdown(wait=wait, cancel_futures=not wait)
 
 
 class SynchronousRunner:
