@@ -74,6 +74,20 @@ def test_reload_returns_held_items(db: Database) -> None:
     assert [item["id"] for item in again] == [item["id"] for item in first]
 
 
+def test_held_items_come_before_new_ones(db: Database) -> None:
+    project_id, _ = make_project(db)
+    user = make_user(db, "u")
+    held = labelling.next_items(db, project_id, user, limit=1)
+    with db.session() as session:
+        # A lower priority than every other item: only holding it can put it first.
+        session.execute(update(Item).where(Item.id == held[0]["id"]).values(score=-1.0))
+    items = labelling.next_items(db, project_id, user, limit=3)
+    assert [item["text"] for item in items] == ["item 0", "item 1", "item 2"]
+    # Held items are ordered among themselves by priority, then come the new ones.
+    more = labelling.next_items(db, project_id, user, limit=5)
+    assert [item["text"] for item in more] == ["item 1", "item 2", "item 0", "item 3", "item 4"]
+
+
 def test_overlap_one_hands_item_to_one_annotator(db: Database) -> None:
     project_id, _ = make_project(db, n_items=4)
     alice, bob = make_user(db, "alice"), make_user(db, "bob")
@@ -132,6 +146,48 @@ def test_doubled_request_stores_one_answer(db: Database) -> None:
     assert second["created"] is False
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(Answer)) == 1
+
+
+def test_retry_with_unknown_item_returns_stored_answer(db: Database) -> None:
+    project_id, labels = make_project(db)
+    user = make_user(db, "u")
+    item_id = labelling.next_items(db, project_id, user, limit=1)[0]["id"]
+    answer_id = str(uuid.uuid4())
+    labelling.submit_answer(db, project_id, user, answer(item_id, labels[0], answer_id))
+    retry = labelling.submit_answer(db, project_id, user, answer(10**9, labels[1], answer_id))
+    assert retry["created"] is False
+    assert retry["item_id"] == item_id
+    assert retry["label"] == "a"
+
+
+def test_answer_id_of_other_user_conflicts(db: Database) -> None:
+    project_id, labels = make_project(db)
+    alice, bob = make_user(db, "alice"), make_user(db, "bob")
+    alice_item = labelling.next_items(db, project_id, alice, limit=1)[0]["id"]
+    bob_item = labelling.next_items(db, project_id, bob, limit=1)[0]["id"]
+    answer_id = str(uuid.uuid4())
+    labelling.submit_answer(db, project_id, alice, answer(alice_item, labels[0], answer_id))
+    with pytest.raises(ConflictError, match="already used"):
+        labelling.submit_answer(db, project_id, bob, answer(bob_item, labels[0], answer_id))
+
+
+def test_answer_in_callers_session_is_committed(db: Database) -> None:
+    project_id, labels = make_project(db)
+    user = make_user(db, "u")
+    session = db.session_factory()
+    try:
+        project = labelling.load_project_state(session, project_id)
+        items = labelling.next_items(
+            db, project_id, user, limit=1, session=session, project=project
+        )
+        stored = labelling.submit_answer(
+            db, project_id, user, answer(items[0]["id"], labels[1]), session=session
+        )
+    finally:
+        session.close()
+    assert stored["created"] is True
+    with db.session() as check:
+        assert check.get(Item, items[0]["id"]).label_id == labels[1]  # type: ignore[union-attr]
 
 
 def test_changed_answer_conflicts_with_current(db: Database) -> None:

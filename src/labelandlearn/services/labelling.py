@@ -6,12 +6,14 @@ import logging
 import threading
 import uuid
 import weakref
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, Protocol
 
-from sqlalchemy import Row, Table, and_, bindparam, delete, func, insert, select
+from sqlalchemy import Connection, Row, Table, and_, bindparam, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -95,26 +97,36 @@ class ProjectState:
         return self.current_model_id, self.label_names
 
 
+# The columns that ``project_state_from_rows`` reads: the project's settings, repeated on one
+# row per label. The web access check selects them too, to read the project with the
+# user's role in one statement.
+PROJECT_STATE_COLUMNS = (
+    PROJECTS.c.overlap,
+    PROJECTS.c.lease_seconds,
+    PROJECTS.c.retrain_every,
+    PROJECTS.c.train_on_single_answers,
+    PROJECTS.c.current_model_id,
+    LABELS.c.id.label("label_id"),
+    LABELS.c.name.label("label_name"),
+)
+# The model's class order, for statements that join the labels to ``PROJECT_STATE_COLUMNS``.
+PROJECT_STATE_ORDER = (LABELS.c.position, LABELS.c.id)
+
 # Built once, so SQLAlchemy reuses their memoized cache keys (see services.queue).
 _PROJECT_STATE = (
-    select(
-        PROJECTS.c.overlap,
-        PROJECTS.c.lease_seconds,
-        PROJECTS.c.retrain_every,
-        PROJECTS.c.train_on_single_answers,
-        PROJECTS.c.current_model_id,
-        LABELS.c.id,
-        LABELS.c.name,
-    )
+    select(*PROJECT_STATE_COLUMNS)
     .select_from(PROJECTS.outerjoin(LABELS, LABELS.c.project_id == PROJECTS.c.id))
     .where(PROJECTS.c.id == bindparam("project_id"))
-    .order_by(LABELS.c.position, LABELS.c.id)
+    .order_by(*PROJECT_STATE_ORDER)
 )
 _ANSWER_BY_ID = select(*ANSWER_COLUMNS, ANSWERS.c.project_id, ANSWERS.c.user_id).where(
     ANSWERS.c.id == bindparam("answer_id")
 )
 _CURRENT = ANSWERS.alias("current")
-_ITEM_WITH_CURRENT_ANSWER = (
+_PREVIOUS = ANSWERS.alias("previous")
+# The item, the user's current answer on it, and the answer stored under the request's answer
+# id (set when the request is a retry), in one statement.
+_ITEM_FOR_ANSWER = (
     select(
         ITEMS.c.id,
         ITEMS.c.project_id,
@@ -123,12 +135,18 @@ _ITEM_WITH_CURRENT_ANSWER = (
         _CURRENT.c.item_id.label("current_item_id"),
         _CURRENT.c.label_id.label("current_label_id"),
         _CURRENT.c.created_at.label("current_created_at"),
+        _PREVIOUS.c.id.label("previous_id"),
+        _PREVIOUS.c.item_id.label("previous_item_id"),
+        _PREVIOUS.c.label_id.label("previous_label_id"),
+        _PREVIOUS.c.created_at.label("previous_created_at"),
+        _PREVIOUS.c.project_id.label("previous_project_id"),
+        _PREVIOUS.c.user_id.label("previous_user_id"),
     )
     .select_from(
         ITEMS.outerjoin(
             _CURRENT,
             and_(_CURRENT.c.item_id == ITEMS.c.id, _CURRENT.c.user_id == bindparam("user_id")),
-        )
+        ).outerjoin(_PREVIOUS, _PREVIOUS.c.id == bindparam("answer_id"))
     )
     .where(ITEMS.c.id == bindparam("item_id"))
 )
@@ -141,6 +159,14 @@ def load_project_state(session: Session, project_id: int) -> ProjectState:
     rows = session.connection().execute(_PROJECT_STATE, {"project_id": project_id}).all()
     if not rows:
         raise NotFoundError(f"project {project_id} not found")
+    return project_state_from_rows(project_id, rows)
+
+
+def project_state_from_rows(project_id: int, rows: Sequence[Any]) -> ProjectState:
+    """Build the project state from rows with ``PROJECT_STATE_COLUMNS``, one per label.
+
+    A project without labels has one row whose label columns are None.
+    """
     first = rows[0]
     return ProjectState(
         id=project_id,
@@ -149,8 +175,27 @@ def load_project_state(session: Session, project_id: int) -> ProjectState:
         retrain_every=first.retrain_every,
         train_on_single_answers=bool(first.train_on_single_answers),
         current_model_id=first.current_model_id,
-        labels={row.id: row.name for row in rows if row.id is not None},
+        labels={row.label_id: row.label_name for row in rows if row.label_id is not None},
     )
+
+
+@contextmanager
+def _transaction(db: Database, session: Session | None) -> Iterator[Session]:
+    """Yield ``session`` or a new session of ``db``, and commit it on success or roll back.
+
+    A caller's session is committed here too, because the online update after an answer must
+    only learn what is stored. The caller still closes it.
+    """
+    if session is None:
+        with db.session() as own:
+            yield own
+        return
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
 
 
 def _label_map(session: Session, project_id: int) -> dict[int, str]:
@@ -182,16 +227,23 @@ def next_items(
     limit: int = 5,
     exclude: list[int] | tuple[int, ...] = (),
     predictor: Predictor | None = None,
+    session: Session | None = None,
+    project: ProjectState | None = None,
 ) -> list[dict[str, Any]]:
     """Hand out up to ``limit`` items to label next, highest query priority first.
 
     Each item is leased to the user (see services.queue); items the user already answered or
     skipped, and the ids in ``exclude`` (items the client has prefetched), are left out.
     Each item carries the current model's prediction.
+
+    ``session`` is an open session to run in (it is committed here), and ``project`` the
+    project's state when the caller has just read it; without them the function opens its
+    own session and reads the project.
     """
     limit = max(1, min(limit, MAX_BATCH))
-    with db.session() as session:
-        project = load_project_state(session, project_id)
+    with _transaction(db, session) as session:
+        if project is None:
+            project = load_project_state(session, project_id)
         items = queue.lease_items(session, project, user_id, limit, list(exclude))
         payload = [item_payload(item) for item in items]
 
@@ -273,6 +325,8 @@ def submit_answer(
     *,
     predictor: Predictor | None = None,
     runner: JobRunner | None = None,
+    session: Session | None = None,
+    project: ProjectState | None = None,
 ) -> dict[str, Any]:
     """Store one answer exactly once and return it with ``created`` true or false.
 
@@ -282,20 +336,25 @@ def submit_answer(
     An item whose slots were all handed to other annotators is a conflict too.
 
     The online model update and the retrain check run after the answer is committed.
+    ``session`` and ``project`` are as for :func:`next_items`.
     """
     answer_id = _check_answer_id(answer.answer_id)
 
-    with db.session() as session:
-        project = load_project_state(session, project_id)
+    with _transaction(db, session) as session:
+        if project is None:
+            project = load_project_state(session, project_id)
         connection = session.connection()
-        previous = connection.execute(_ANSWER_BY_ID, {"answer_id": answer_id}).first()
+        item = connection.execute(
+            _ITEM_FOR_ANSWER,
+            {"item_id": answer.item_id, "user_id": user_id, "answer_id": answer_id},
+        ).first()
+        previous = _previous_answer(connection, item, answer_id)
         if previous is not None:
             if previous.project_id != project_id or previous.user_id != user_id:
                 raise ConflictError(f"answer id {answer_id} is already used")
             return {**_answer_payload(previous, project.labels), "created": False}
 
         label_id = _resolve_label(project, answer)
-        item = _item_with_current_answer(session, answer.item_id, user_id)
         if item is None or item.project_id != project_id:
             raise NotFoundError(f"item {answer.item_id} not found in project {project_id}")
         predicted = answer.predicted_label_id
@@ -340,14 +399,25 @@ def submit_answer(
     return result
 
 
-def _item_with_current_answer(
-    session: Session, item_id: int, user_id: int
-) -> Row[*tuple[Any, ...]] | None:
-    """Return the item with the user's current answer on it (``current_*`` None without)."""
-    return (
-        session.connection()
-        .execute(_ITEM_WITH_CURRENT_ANSWER, {"item_id": item_id, "user_id": user_id})
-        .first()
+def _previous_answer(
+    connection: Connection, item: Row[*tuple[Any, ...]] | None, answer_id: str
+) -> Any:
+    """Return the answer already stored under ``answer_id`` (a retry), or None.
+
+    ``item`` is the row of ``_ITEM_FOR_ANSWER``, which carries that answer; when the item
+    itself is missing, the answer is looked up on its own.
+    """
+    if item is None:
+        return connection.execute(_ANSWER_BY_ID, {"answer_id": answer_id}).first()
+    if item.previous_id is None:
+        return None
+    return SimpleNamespace(
+        id=item.previous_id,
+        item_id=item.previous_item_id,
+        label_id=item.previous_label_id,
+        created_at=item.previous_created_at,
+        project_id=item.previous_project_id,
+        user_id=item.previous_user_id,
     )
 
 

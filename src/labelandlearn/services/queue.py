@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import (
     BindParameter,
+    CompoundSelect,
     Delete,
     Row,
     ScalarSelect,
@@ -28,8 +29,11 @@ from sqlalchemy import (
     bindparam,
     delete,
     exists,
+    false,
     func,
     select,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -141,8 +145,28 @@ def _candidates_query(with_tried: bool) -> Select[Any]:
     return query
 
 
-_HELD = {flag: _held_query(flag) for flag in (False, True)}
+def _held_and_candidates_query(with_excluded: bool) -> CompoundSelect[Any]:
+    """Return the held items and the first candidates in one statement, held ones first.
+
+    The ``held`` column is true for the held items. The candidate part leaves out the items
+    that the user has a lease on, so no item is in both parts. Its ``tried`` parameter takes
+    the same ids as ``excluded``.
+    """
+    held = _held_query(with_excluded).add_columns(
+        true().label("held"), ITEMS.c.score, ITEMS.c.position
+    )
+    candidates = _candidates_query(with_excluded).add_columns(
+        false().label("held"), ITEMS.c.score, ITEMS.c.position
+    )
+    held_part = held.subquery("held_items")
+    candidate_part = candidates.subquery("candidate_items")
+    return union_all(select(held_part), select(candidate_part)).order_by(
+        held_part.c.held.desc(), held_part.c.score.desc(), held_part.c.position
+    )
+
+
 _CANDIDATES = {flag: _candidates_query(flag) for flag in (False, True)}
+_HELD_AND_CANDIDATES = {flag: _held_and_candidates_query(flag) for flag in (False, True)}
 
 
 def _insert_free_slot(
@@ -231,8 +255,8 @@ def lease_items(
 ) -> list[Row[*tuple[Any, ...]]]:
     """Return up to ``limit`` items leased to the user, highest priority first.
 
-    Each row has the columns of ``ITEM_COLUMNS``. Items the user still holds come first, so a
-    reloaded page shows the same items.
+    Each row has at least the columns of ``ITEM_COLUMNS``. Items the user still holds come
+    first, so a reloaded page shows the same items.
     """
     connection = session.connection()
     now = utcnow()
@@ -240,20 +264,36 @@ def lease_items(
     excluded = list(exclude)[:1000]
     params: dict[str, Any] = {"project_id": project.id, "user_id": user_id, "now": now}
 
-    held_query = _HELD[bool(excluded)]
-    items = list(connection.execute(held_query, {**params, "limit": limit, "excluded": excluded}))
+    # The first round reads the held items and the first candidates in one statement. Most
+    # requests find no held item and claim one of these candidates.
+    window = limit * CANDIDATE_FACTOR
+    first_round = connection.execute(
+        _HELD_AND_CANDIDATES[bool(excluded)],
+        {
+            **params,
+            "limit": limit,
+            "excluded": excluded,
+            "overlap": project.overlap,
+            "window": window,
+            "tried": excluded,
+        },
+    ).all()
+    items = [row for row in first_round if row.held]
     if len(items) >= limit:
         return items
+    candidates = [row for row in first_round if not row.held]
 
     tried = excluded + [item.id for item in items]
-    window = (limit - len(items)) * CANDIDATE_FACTOR
     # Other annotators may claim the top candidates between the query and the claim. Each
     # round looks further down the queue, so a busy project still hands out items.
-    for _round in range(CLAIM_ROUNDS):
-        candidates = connection.execute(
-            _CANDIDATES[bool(tried)],
-            {**params, "overlap": project.overlap, "window": window, "tried": tried},
-        ).all()
+    for round_number in range(CLAIM_ROUNDS):
+        if round_number > 0:
+            candidates = list(
+                connection.execute(
+                    _CANDIDATES[bool(tried)],
+                    {**params, "overlap": project.overlap, "window": window, "tried": tried},
+                )
+            )
         for item in candidates:
             tried.append(item.id)
             # The candidate query left out items the user holds a lease on, so no lease of

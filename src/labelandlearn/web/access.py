@@ -3,6 +3,12 @@
 Each view may declare the action it needs with ``@requires(...)``; without it, safe methods
 need "view" and others "manage". Ids in the URL (project_id, item_id, job_id, model_id) are
 resolved to their project, and a user who may not do the action there gets 404.
+
+The check reads through the request's database session (``request_session``). A view marked
+with ``@uses_request_session`` continues that session, so the check and the view share one
+pooled connection and one transaction. For other views the session is closed once the check
+has passed. When the URL names the project, the login user, the project's settings and labels
+and the user's role in it are read in one statement.
 """
 
 from __future__ import annotations
@@ -14,11 +20,18 @@ from typing import Any, TypeVar
 from flask import Flask, current_app, g, redirect, request, url_for
 from flask_login import current_user
 from flask_wtf.csrf import CSRFProtect
-from sqlalchemy import Connection, Table, and_, bindparam, select
+from sqlalchemy import Connection, Row, Table, and_, bindparam, select
+from sqlalchemy.orm import Session
 
 from labelandlearn.auth.permissions import ROLE_ACTIONS
 from labelandlearn.errors import LabelAndLearnError, NotFoundError
-from labelandlearn.storage.models import Item, Job, Membership, ModelVersion, Project
+from labelandlearn.services.labelling import (
+    PROJECT_STATE_COLUMNS,
+    PROJECT_STATE_ORDER,
+    ProjectState,
+    project_state_from_rows,
+)
+from labelandlearn.storage.models import Item, Job, Label, Membership, ModelVersion, Project, User
 from labelandlearn.web.state import state
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -29,20 +42,50 @@ ADMIN = "admin"
 
 PROJECTS: Table = Project.__table__  # type: ignore[assignment]
 MEMBERSHIPS: Table = Membership.__table__  # type: ignore[assignment]
+LABELS: Table = Label.__table__  # type: ignore[assignment]
+USERS: Table = User.__table__  # type: ignore[assignment]
 
 # Built once, so SQLAlchemy reuses their memoized cache keys on every request.
-_PROJECT_AND_ROLE = (
-    select(PROJECTS.c.id, MEMBERSHIPS.c.role)
+
+# The user behind a login session: active and with a password (the local user has none).
+_ACTIVE_USER = and_(
+    USERS.c.id == bindparam("user_id"),
+    USERS.c.is_active.is_(True),
+    USERS.c.password_hash.is_not(None),
+)
+_SESSION_USER = select(USERS.c.id, USERS.c.username, USERS.c.is_admin).where(_ACTIVE_USER)
+# The project, the user's role in it (None for a non-member) and its state, one row per label.
+_MEMBERSHIP_OF_USER = and_(
+    MEMBERSHIPS.c.project_id == PROJECTS.c.id, MEMBERSHIPS.c.user_id == bindparam("user_id")
+)
+_PROJECT_ACCESS = (
+    select(PROJECTS.c.id.label("project_id"), MEMBERSHIPS.c.role, *PROJECT_STATE_COLUMNS)
     .select_from(
-        PROJECTS.outerjoin(
-            MEMBERSHIPS,
-            and_(
-                MEMBERSHIPS.c.project_id == PROJECTS.c.id,
-                MEMBERSHIPS.c.user_id == bindparam("user_id"),
-            ),
+        PROJECTS.outerjoin(MEMBERSHIPS, _MEMBERSHIP_OF_USER).outerjoin(
+            LABELS, LABELS.c.project_id == PROJECTS.c.id
         )
     )
     .where(PROJECTS.c.id == bindparam("project_id"))
+    .order_by(*PROJECT_STATE_ORDER)
+)
+# The session user and ``_PROJECT_ACCESS`` together; project_id is None when the project
+# does not exist.
+_SESSION_USER_AND_PROJECT_ACCESS = (
+    select(
+        USERS.c.id,
+        USERS.c.username,
+        USERS.c.is_admin,
+        PROJECTS.c.id.label("project_id"),
+        MEMBERSHIPS.c.role,
+        *PROJECT_STATE_COLUMNS,
+    )
+    .select_from(
+        USERS.outerjoin(PROJECTS, PROJECTS.c.id == bindparam("project_id"))
+        .outerjoin(MEMBERSHIPS, _MEMBERSHIP_OF_USER)
+        .outerjoin(LABELS, LABELS.c.project_id == PROJECTS.c.id)
+    )
+    .where(_ACTIVE_USER)
+    .order_by(*PROJECT_STATE_ORDER)
 )
 _PROJECT_OF = {
     key: select(model.__table__.c.project_id).where(model.__table__.c.id == bindparam("row_id"))
@@ -68,6 +111,69 @@ def requires(action: str) -> Callable[[F], F]:
     return mark
 
 
+def uses_request_session(view: F) -> F:
+    """Mark a view that continues the access check's session (see ``request_session``).
+
+    The view commits or rolls back the transaction that the check began, as the labelling
+    services do. Until then the session keeps a pooled connection checked out, and on
+    PostgreSQL a transaction open, so the view must end it before any slow step.
+    """
+    view._lnl_request_session = True  # type: ignore[attr-defined]
+    return view
+
+
+def request_session() -> Session:
+    """Return the database session of the current request, opening it on first use.
+
+    It is closed when the request ends, which rolls back what was not committed.
+    """
+    session: Session | None = g.get("db_session")
+    if session is None:
+        session = state().db.session_factory()
+        g.db_session = session
+    return session
+
+
+def close_request_session(_error: BaseException | None = None) -> None:
+    """Close the request's session, if one was opened; Flask calls it when a request ends."""
+    session: Session | None = g.pop("db_session", None)
+    if session is not None:
+        session.close()
+
+
+def checked_project() -> ProjectState | None:
+    """Return the state of the project that the access check let the user into, if any."""
+    rows = g.get("access_project_rows")
+    if not rows:
+        return None
+    project_id: int = rows[0].project_id
+    return project_state_from_rows(project_id, rows)
+
+
+def lookup_session_user(user_id: int) -> Row[*tuple[Any, ...]] | None:
+    """Return (id, username, is_admin) of an active user with a password, or None.
+
+    Flask-Login calls this, through the app's user loader, once per request of a logged-in
+    user. While the access check runs, the lookup uses the request's session, and when the
+    URL names a project it reads the project access rows in the same statement, for the
+    check to use.
+    """
+    if not g.get("access_check_running"):
+        with state().db.engine.connect() as connection:
+            return connection.execute(_SESSION_USER, {"user_id": user_id}).first()
+    connection = request_session().connection()
+    project_id = g.get("access_project_id")
+    if project_id is None:
+        return connection.execute(_SESSION_USER, {"user_id": user_id}).first()
+    rows = connection.execute(
+        _SESSION_USER_AND_PROJECT_ACCESS, {"user_id": user_id, "project_id": project_id}
+    ).all()
+    if not rows:
+        return None
+    g.access_project_rows = rows if rows[0].project_id is not None else []
+    return rows[0]
+
+
 def is_loopback(address: str | None) -> bool:
     try:
         return address is not None and ipaddress.ip_address(address).is_loopback
@@ -75,12 +181,18 @@ def is_loopback(address: str | None) -> bool:
         return False
 
 
-def _view_action() -> str:
+def _view_attribute(name: str) -> Any:
+    """Return an attribute that a decorator set on the view function or MethodView method."""
     view = current_app.view_functions.get(request.endpoint or "")
-    action = getattr(view, "_lnl_action", None)
-    if action is None and view is not None and hasattr(view, "view_class"):
+    value = getattr(view, name, None)
+    if value is None and view is not None and hasattr(view, "view_class"):
         method = getattr(view.view_class, request.method.lower(), None)
-        action = getattr(method, "_lnl_action", None)
+        value = getattr(method, name, None)
+    return value
+
+
+def _view_action() -> str:
+    action = _view_attribute("_lnl_action")
     if action is not None:
         return str(action)
     return "view" if request.method in ("GET", "HEAD", "OPTIONS") else "manage"
@@ -104,14 +216,20 @@ def _require_project_access(
     """Raise NotFoundError unless the user may do ``action`` in the project.
 
     The same rule as ``auth.permissions.require_project_access``, read in one statement: the
-    project and the user's membership in it.
+    project, its state and the user's membership in it. The session user lookup may have read
+    them already, for a URL with the project id.
     """
-    row = connection.execute(
-        _PROJECT_AND_ROLE, {"project_id": project_id, "user_id": user_id}
-    ).first()
-    if row is not None and is_admin:
+    rows = g.get("access_project_rows")
+    if rows is None or (rows and rows[0].project_id != project_id):
+        rows = connection.execute(
+            _PROJECT_ACCESS, {"project_id": project_id, "user_id": user_id}
+        ).all()
+        g.access_project_rows = rows
+    if rows and is_admin:
         return
-    if row is None or row.role is None or action not in ROLE_ACTIONS[row.role]:
+    role = rows[0].role if rows else None
+    if role is None or action not in ROLE_ACTIONS[role]:
+        g.access_project_rows = []
         raise NotFoundError(f"project {project_id} not found")
 
 
@@ -129,14 +247,16 @@ def check_request_access() -> Any:
         if request.path.startswith("/api/"):
             raise NotAuthenticatedError("no admin account exists yet; open /setup first")
         return redirect(url_for("auth.setup"))
-    # One pooled connection serves the session user lookup and the membership check, which
-    # saves a pool checkout (and its pre-ping round trip on PostgreSQL) per request.
-    with app_state.db.engine.connect() as connection:
-        g.access_connection = connection
-        try:
-            return _check_user_access(connection, action)
-        finally:
-            g.pop("access_connection", None)
+    view_args = request.view_args or {}
+    g.access_check_running = True
+    if action not in (AUTHENTICATED, ADMIN) and "project_id" in view_args:
+        g.access_project_id = int(view_args["project_id"])
+    try:
+        return _check_user_access(request_session().connection(), action)
+    finally:
+        g.access_check_running = False
+        if not _view_attribute("_lnl_request_session"):
+            close_request_session()
 
 
 def _check_user_access(connection: Connection, action: str) -> Any:
@@ -161,6 +281,7 @@ def setup_access(app: Flask, csrf: CSRFProtect) -> None:
     """Install the access check and CSRF (skipped for API-token requests, which carry no
     cookie a third-party page could ride on)."""
     app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    app.teardown_request(close_request_session)
 
     @app.before_request
     def protect() -> Any:

@@ -8,11 +8,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, g, jsonify, render_template, request
+from flask import Flask, Response, jsonify, render_template, request
 from flask_bootstrap import Bootstrap5
 from flask_login import LoginManager, UserMixin
 from flask_wtf.csrf import CSRFError, CSRFProtect
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
 from labelandlearn.auth.users import LOCAL_USERNAME
@@ -24,14 +24,6 @@ from labelandlearn.storage.models import User
 from labelandlearn.web.state import AppState
 
 logger = logging.getLogger(__name__)
-
-USERS: Table = User.__table__  # type: ignore[assignment]
-# The user behind a login session: active and with a password (the local user has none).
-_SESSION_USER = select(USERS.c.id, USERS.c.username, USERS.c.is_admin).where(
-    USERS.c.id == bindparam("user_id"),
-    USERS.c.is_active.is_(True),
-    USERS.c.password_hash.is_not(None),
-)
 
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -177,6 +169,10 @@ def create_app(
     def inject_accounts() -> dict[str, Any]:
         return {"accounts_enabled": settings.accounts}
 
+    if settings.embeddings == "background":
+        from labelandlearn.learning.project_embeddings import resume_embeddings
+
+        resume_embeddings(db, runner)
     logger.info(
         "app ready: database %s, %s job runner",
         db.engine.url.render_as_string(hide_password=True),
@@ -187,6 +183,7 @@ def create_app(
 
 def _setup_login(app: Flask) -> None:
     from labelandlearn.auth.users import user_for_api_token
+    from labelandlearn.web.access import lookup_session_user
 
     login_manager = LoginManager(app)
     state: AppState = app.extensions["labelandlearn"]
@@ -199,15 +196,9 @@ def _setup_login(app: Flask) -> None:
         state: AppState = app.extensions["labelandlearn"]
         if not state.settings.accounts or not user_id.isdigit():
             return None
-        # This runs on every request of a logged-in user, so it is a prebuilt Core statement
-        # (an ORM session would add an identity-map load). It uses the access check's
-        # connection when the check is running, else a connection of its own.
-        shared = g.get("access_connection")
-        if shared is not None:
-            user = shared.execute(_SESSION_USER, {"user_id": int(user_id)}).first()
-        else:
-            with state.db.engine.connect() as connection:
-                user = connection.execute(_SESSION_USER, {"user_id": int(user_id)}).first()
+        # This runs on every request of a logged-in user, so the lookup is a prebuilt Core
+        # statement that also reads the access check's project row where it can.
+        user = lookup_session_user(int(user_id))
         if user is None:
             return None
         return LoginUser(user.id, user.username, user.is_admin)

@@ -10,7 +10,12 @@ from flask_smorest import Blueprint
 from labelandlearn.errors import ValidationError
 from labelandlearn.services import labelling as service
 from labelandlearn.services.projects import get_project
-from labelandlearn.web.access import requires
+from labelandlearn.web.access import (
+    checked_project,
+    request_session,
+    requires,
+    uses_request_session,
+)
 from labelandlearn.web.api.schemas import AnswerInSchema, NextItemsQuerySchema
 from labelandlearn.web.state import state
 
@@ -29,9 +34,13 @@ def _parse_ids(raw: str) -> list[int]:
     return ids
 
 
+# The two labelling endpoints run once per key press, so they continue the access check's
+# database session and project state, and parse with schema instances: a schema class would
+# be instantiated on every request.
 @blp.route("/projects/<int:project_id>/items/next")
 @requires("label")
-@blp.arguments(NextItemsQuerySchema, location="query")
+@uses_request_session
+@blp.arguments(NextItemsQuerySchema(), location="query")
 @blp.response(200)
 def next_items(query: dict[str, Any], project_id: int) -> dict[str, Any]:
     app_state = state()
@@ -42,13 +51,16 @@ def next_items(query: dict[str, Any], project_id: int) -> dict[str, Any]:
         limit=query["limit"],
         exclude=_parse_ids(query["exclude_ids"]),
         predictor=app_state.models,
+        session=request_session(),
+        project=checked_project(),
     )
     return {"items": items}
 
 
 @blp.route("/projects/<int:project_id>/answers", methods=["POST"])
 @requires("label")
-@blp.arguments(AnswerInSchema)
+@uses_request_session
+@blp.arguments(AnswerInSchema())
 @blp.response(201)
 def submit_answer(body: dict[str, Any], project_id: int) -> dict[str, Any]:
     app_state = state()
@@ -73,6 +85,8 @@ def submit_answer(body: dict[str, Any], project_id: int) -> dict[str, Any]:
         answer,
         predictor=app_state.models,
         runner=app_state.runner,
+        session=request_session(),
+        project=checked_project(),
     )
 
 
