@@ -2,6 +2,11 @@
 
 Used by ``benchmarks/load_test.py`` (the full measurement) and by the shorter test in
 ``tests/test_load.py``. Requests go only to the server URL given, on this machine.
+
+Two load models: closed loop (each annotator sends its next answer as soon as the last one
+returned, so a slower server gets fewer requests) and paced (``rate``: answers per second
+offered on a fixed schedule, whatever the server does). Paced latencies count from the
+scheduled start, so time that an answer spent waiting behind a slow one is included.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -29,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import psutil
 import sqlalchemy as sa
 
 from labelandlearn.auth import users
@@ -50,7 +56,35 @@ class AnnotatorResult:
     doubled: int = 0
     retried: int = 0
     conflicts: int = 0
+    # Paced runs: answers sent after their scheduled start because the previous one was late.
+    behind_schedule: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """The schedule of one annotator in a paced run: answer k starts at first + k * interval.
+
+    Times are ``time.monotonic()`` seconds (CLOCK_MONOTONIC on Linux, one clock for all
+    processes).
+    """
+
+    first: float
+    interval: float
+
+    def start_of(self, k: int) -> float:
+        return self.first + k * self.interval
+
+
+def pacing_for(index: int, annotators: int, rate: float, start: float) -> Pacing:
+    """Return the schedule of annotator ``index`` when ``annotators`` share ``rate`` answers/s.
+
+    Each annotator sends one answer every ``annotators / rate`` seconds, and annotator i is
+    offset by ``i / rate``, so the answers of all annotators together arrive evenly spaced.
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be above 0 answers per second, got {rate}")
+    return Pacing(first=start + index / rate, interval=annotators / rate)
 
 
 class Annotator:
@@ -129,10 +163,26 @@ class Annotator:
         deadline: float,
         double_rate: float = 0.1,
         retry_rate: float = 0.1,
+        pacing: Pacing | None = None,
     ) -> None:
-        """Submit ``answers`` answers; some are sent twice, some again as a retry."""
+        """Submit ``answers`` answers; some are sent twice, some again as a retry.
+
+        Without ``pacing`` each answer starts when the last one is done. With it, answer k
+        starts at its scheduled time, or at once when the annotator is behind, and its
+        latency counts from the scheduled time.
+        """
+        k = 0
         while len(result.stored_answer_ids) < answers and time.monotonic() < deadline:
-            started = time.perf_counter()
+            if pacing is None:
+                started = time.monotonic()
+            else:
+                started = pacing.start_of(k)
+                wait = started - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                else:
+                    result.behind_schedule += 1
+            k += 1
             status, data = self.request("GET", f"/api/v1/projects/{project_id}/items/next?limit=1")
             if status != 200:
                 result.errors.append(f"next item: HTTP {status}")
@@ -149,7 +199,7 @@ class Annotator:
             }
             path = f"/api/v1/projects/{project_id}/answers"
             status, body = self.post_json(path, payload)
-            result.latencies_ms.append((time.perf_counter() - started) * 1000)
+            result.latencies_ms.append((time.monotonic() - started) * 1000)
             roll = self.random.random()
             if roll < double_rate:
                 result.doubled += 1
@@ -185,15 +235,21 @@ def run_load(
     answers_per_user: int,
     time_limit_s: float = 300.0,
     annotators_per_process: int = ANNOTATORS_PER_PROCESS,
+    rate: float | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[list[AnnotatorResult], float]:
     """Run the annotators, a thread each, in child processes; return results and wall time.
 
     Each child process runs up to ``annotators_per_process`` annotators, so one GIL does not
     queue all clients behind each other and inflate the latency they measure. Every annotator
-    logs in first, and the clock starts once all of them have.
+    logs in first, and the clock starts once all of them have; ``on_start`` is called then.
+    ``rate`` paces the run at that many answers per second in total (see ``pacing_for``);
+    None runs a closed loop.
     """
     if annotators_per_process < 1:
         raise ValueError(f"annotators_per_process must be at least 1, got {annotators_per_process}")
+    if rate is not None and rate <= 0:
+        raise ValueError(f"rate must be above 0 answers per second, got {rate}")
     context = multiprocessing.get_context("spawn")
     seeded = list(enumerate(credentials))
     groups = [
@@ -202,13 +258,25 @@ def run_load(
     ]
     ready = context.Barrier(len(groups) + 1)
     outcomes: multiprocessing.queues.Queue[tuple[str, Any]] = context.Queue()
-    args = (base_url, project_id, label_ids, answers_per_user, time_limit_s, ready, outcomes)
+    args = (
+        base_url,
+        project_id,
+        label_ids,
+        answers_per_user,
+        time_limit_s,
+        rate,
+        len(credentials),
+        ready,
+        outcomes,
+    )
     processes = [context.Process(target=_run_group, args=(group, *args)) for group in groups]
     for process in processes:
         process.start()
     try:
         ready.wait(timeout=120)
         started = time.perf_counter()
+        if on_start is not None:
+            on_start()
         received = [outcomes.get(timeout=time_limit_s + 60) for _ in processes]
         seconds = time.perf_counter() - started
     except threading.BrokenBarrierError:
@@ -232,30 +300,42 @@ def _run_group(
     label_ids: list[int],
     answers_per_user: int,
     time_limit_s: float,
+    rate: float | None,
+    annotators: int,
     ready: Any,
     outcomes: Any,
 ) -> None:
-    """Log in a few annotators, wait for all processes, then run them in threads."""
+    """Log in a few annotators, wait for all processes, then run them in threads.
+
+    NOTE: in a paced run each process takes the moment it leaves the barrier as the start of
+    its schedules, so processes that wake at different times are offset by that difference.
+    """
     try:
-        annotators = [
+        annotators_here = [
             Annotator(base_url, username, password, seed) for seed, (username, password) in group
         ]
-        for annotator in annotators:
+        for annotator in annotators_here:
             annotator.login()
     except (OSError, RuntimeError, http.client.HTTPException) as error:
         ready.abort()
         outcomes.put(("error", f"{type(error).__name__}: {error}"))
         return
-    results = [AnnotatorResult(annotator.username) for annotator in annotators]
+    results = [AnnotatorResult(annotator.username) for annotator in annotators_here]
     ready.wait(timeout=120)
-    deadline = time.monotonic() + time_limit_s
-    threads = [
-        threading.Thread(
-            target=annotator.run,
-            args=(project_id, label_ids, answers_per_user, result, deadline),
+    start = time.monotonic()
+    deadline = start + time_limit_s
+    threads = []
+    for (index, _credentials), annotator, result in zip(
+        group, annotators_here, results, strict=True
+    ):
+        pacing = None if rate is None else pacing_for(index, annotators, rate, start)
+        threads.append(
+            threading.Thread(
+                target=annotator.run,
+                args=(project_id, label_ids, answers_per_user, result, deadline),
+                kwargs={"pacing": pacing},
+            )
         )
-        for annotator, result in zip(annotators, results, strict=True)
-    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -297,6 +377,9 @@ def served(database_url: str, data_dir: Path, threads: int) -> Iterator[tuple[st
         "LABELANDLEARN_ACCOUNTS": "true",
         "LABELANDLEARN_SECRET_KEY": "load-test",
         "LABELANDLEARN_LOG_LEVEL": "WARNING",
+        # The project's items have no e5 vectors; an embed job would compete for the CPU, so
+        # the model stays TF-IDF alone, as it is until a project's embed job finishes.
+        "LABELANDLEARN_EMBEDDINGS": "off",
     }
     command = [sys.executable, "-m", "labelandlearn.cli", "serve", "--port", str(port)]
     server = subprocess.Popen([*command, "--threads", str(threads)], env=env)
@@ -305,8 +388,30 @@ def served(database_url: str, data_dir: Path, threads: int) -> Iterator[tuple[st
         wait_until_up(base_url, server)
         yield base_url, server.pid
     finally:
+        # The server runs jobs in child processes, which outlive it when it stops mid-job.
+        try:
+            children = psutil.Process(server.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            children = []
         server.terminate()
         server.wait(timeout=30)
+        _stop_processes(children)
+
+
+def _stop_processes(processes: list[psutil.Process], timeout: float = 10) -> None:
+    """Terminate the processes still running, and kill those that outlast ``timeout`` s."""
+    running = [process for process in processes if process.is_running()]
+    for process in running:
+        try:
+            process.terminate()
+        except psutil.NoSuchProcess:
+            continue
+    _gone, alive = psutil.wait_procs(running, timeout=timeout)
+    for process in alive:
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            continue
 
 
 def prepare_load_project(

@@ -2,10 +2,21 @@
 
 Each annotator logs in and submits answers through HTTP, with doubled requests and retries.
 Afterwards the script checks that exactly annotators x answers answers are stored, that no
-item got more answers than its overlap, and that none was lost; it prints throughput and
-latency percentiles of next item plus submit.
+item got more answers than its overlap, and that none was lost; it prints throughput, latency
+percentiles of next item plus submit, and the server's CPU time per answer.
+
+Without ``--rate`` the load is a closed loop: each annotator sends its next answer as soon as
+the last one returned, so the mean latency is about annotators / throughput. ``--rate N``
+offers N answers per second in total on a fixed schedule (open loop), and latencies count
+from each answer's scheduled start, so a slow server cannot hide its queue.
+
+The server's CPU time is measured from the moment all annotators have logged in, so the
+Argon2 password checks of the logins are left out. Most of that time holds the GIL of the one
+server process, so throughput cannot go much above 1000 / (CPU ms per answer) answers per
+second. Other programs on the machine disturb the CPU time less than the latencies.
 
     python benchmarks/load_test.py --database sqlite
+    python benchmarks/load_test.py --database sqlite --rate 200
     python benchmarks/load_test.py --database postgresql \
         --postgres-url postgresql+psycopg://postgres@127.0.0.1:5432/test
 """
@@ -43,7 +54,16 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=4, help="server request threads (gunicorn gthread)"
     )
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="answers per second offered in total, spread evenly over the annotators "
+        "(open loop); without it each annotator sends its next answer when the last returned",
+    )
     args = parser.parse_args()
+    if args.rate is not None and args.rate <= 0:
+        parser.error(f"--rate must be above 0 answers per second, got {args.rate}")
 
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as folder:
@@ -65,15 +85,24 @@ def main() -> int:
                 db, args.annotators, args.annotators * args.answers + 500, PASSWORD
             )
             with served(url, data_dir, args.threads) as (base_url, pid):
-                cpu_before = server_cpu_seconds(pid)
+                cpu_at_start: list[tuple[float, float]] = []
                 results, seconds = run_load(
-                    base_url, project_id, label_ids, credentials, args.answers
+                    base_url,
+                    project_id,
+                    label_ids,
+                    credentials,
+                    args.answers,
+                    time_limit_s=time_limit_s(args),
+                    rate=args.rate,
+                    on_start=lambda: cpu_at_start.append(server_cpu_seconds(pid)),
                 )
-                cpu_seconds = server_cpu_seconds(pid) - cpu_before
+                user_end, system_end = server_cpu_seconds(pid)
             check(db, results, seconds, args)
-            per_answer_ms = 1000 * cpu_seconds / expected_answers(args)
+            user_s, system_s = user_end - cpu_at_start[0][0], system_end - cpu_at_start[0][1]
+            per_answer_ms = 1000 * (user_s + system_s) / expected_answers(args)
             print(
-                f"server CPU: {cpu_seconds:.1f} s, {per_answer_ms:.1f} ms per answer; "
+                f"server CPU after the logins: {user_s + system_s:.1f} s (user {user_s:.1f} s, "
+                f"system {system_s:.1f} s), {per_answer_ms:.2f} ms per answer; "
                 f"load average at the end: {os.getloadavg()[0]:.1f}"
             )
         finally:
@@ -84,14 +113,22 @@ def main() -> int:
     return 0
 
 
-def server_cpu_seconds(pid: int) -> float:
-    """Return the CPU time (user + system) of the server process and its workers so far."""
+def server_cpu_seconds(pid: int) -> tuple[float, float]:
+    """Return the (user, system) CPU seconds of the server process and its workers so far."""
     root = psutil.Process(pid)
-    total = 0.0
+    user = system = 0.0
     for process in (root, *root.children(recursive=True)):
         times = process.cpu_times()
-        total += times.user + times.system
-    return total
+        user += times.user
+        system += times.system
+    return user, system
+
+
+def time_limit_s(args: argparse.Namespace) -> float:
+    """Return the time the annotators get: 300 s, or twice the schedule of a slow paced run."""
+    if args.rate is None:
+        return 300.0
+    return max(300.0, 2 * expected_answers(args) / args.rate)
 
 
 def expected_answers(args: argparse.Namespace) -> int:
@@ -110,7 +147,11 @@ def check(db: Database, results: list, seconds: float, args: argparse.Namespace)
         )
     latencies = [value for result in results for value in result.latencies_ms]
     errors = [error for result in results for error in result.errors]
-    print(f"database: {args.database}; {args.annotators} annotators x {args.answers} answers")
+    offered = "closed loop" if args.rate is None else f"offered {args.rate:g} answers/s"
+    print(
+        f"database: {args.database}; {args.annotators} annotators x {args.answers} answers; "
+        f"{offered}"
+    )
     print(
         f"stored answers: {len(stored)} (expected {expected}); client-confirmed: "
         f"{len(client_ids)}; lost: {len(client_ids - stored)}; most answers on one item: "
@@ -122,8 +163,15 @@ def check(db: Database, results: list, seconds: float, args: argparse.Namespace)
         f"errors: {len(errors)}"
     )
     print(f"throughput: {len(client_ids) / seconds:.0f} answers/s over {seconds:.1f} s")
+    if args.rate is not None:
+        late = sum(result.behind_schedule for result in results)
+        print(f"answers sent after their scheduled start: {late} of {len(latencies)}")
     p50, p95, p99 = (percentile(latencies, q) for q in (0.5, 0.95, 0.99))
-    print(f"next item + submit latency (ms): p50 {p50:.1f}, p95 {p95:.1f}, p99 {p99:.1f}")
+    since = "the scheduled start" if args.rate is not None else "the send"
+    print(
+        f"next item + submit latency since {since} (ms): "
+        f"p50 {p50:.1f}, p95 {p95:.1f}, p99 {p99:.1f}"
+    )
     if len(stored) != expected or client_ids - stored or max(per_item, default=0) > 1 or errors:
         raise SystemExit("FAILED: answers lost, doubled or over the overlap; see above")
 
