@@ -359,3 +359,28 @@ def test_predict_unknown_keep_label(run, trained, tmp_path: Path) -> None:  # ty
     result = run("predict", "mail", str(source), "--output", str(tmp_path / "x.csv"),
                  "--keep", "eggs", "--text-column", "body")
     assert_one_line_error(result, 2, "eggs")
+
+
+def test_embed_then_train_uses_embeddings(run, trained) -> None:  # type: ignore[no-untyped-def]
+    before = run("train", "mail")
+    assert before.exit_code == 0, before.output
+    assert "run `labelandlearn embed mail`" in before.stdout
+
+    embedded = run("embed", "mail")
+    assert embedded.exit_code == 0, embedded.output
+    assert "have a multilingual-e5-small embedding" in embedded.stdout
+
+    after = run("train", "mail", "--json")
+    assert after.exit_code == 0, after.output
+    assert json.loads(after.stdout)["metrics"]["embeddings"]["status"] == "used"
+    again = run("train", "mail")
+    assert "labelandlearn embed" not in again.stdout
+
+
+def test_train_auto_names_its_choice(run, trained) -> None:  # type: ignore[no-untyped-def]
+    assert run("projects", "edit", "mail", "--model", "auto").exit_code == 0
+
+    result = run("train", "mail")
+
+    assert result.exit_code == 0, result.output
+    assert "(auto, chose tfidf-" in result.stdout

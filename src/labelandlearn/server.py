@@ -168,8 +168,8 @@ def shutdown_app(app: Any) -> None:
     state = extensions.get("labelandlearn") if isinstance(extensions, dict) else None
     if state is None:
         return
-    # A job still running is cut off: the in-process runner ends its child process, and the
-    # next start marks the job's row failed.
+    # A job still running is cut off: the in-process runner ends its child process and marks
+    # the job failed (or the next start does).
     state.runner.shutdown(wait=False)
     state.db.dispose()
     logger.info("application stopped")

@@ -112,3 +112,18 @@ def test_default_recipe_matches_the_storage_default() -> None:
 
     assert DEFAULT_RECIPE == DEFAULT_MODEL
     assert get_recipe(DEFAULT_MODEL) is TFIDF_EMBEDDING_LINEAR
+
+
+def test_network_skipped_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util as util
+
+    real_find_spec = util.find_spec
+    monkeypatch.setattr(
+        util, "find_spec", lambda name, *args: None if name == "torch" else real_find_spec(name)
+    )
+    texts, y = tweets(120)
+    choice = choose_recipe(texts, y, embeddings="off", folds=3)
+    rows = {row.recipe: row for row in choice.candidates}
+    assert rows["embedding-mlp"].status == "skipped"
+    assert "PyTorch is not installed" in rows["embedding-mlp"].reason
+    assert rows["tfidf-linear"].status == "scored"

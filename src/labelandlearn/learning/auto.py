@@ -135,6 +135,18 @@ def _needs_embeddings(recipe: ModelRecipe) -> bool:
     return "embedding" in recipe.featurizer
 
 
+def _torch_missing(recipe: ModelRecipe) -> str:
+    """Return why a neural-network recipe cannot run, or "" when it can."""
+    import importlib.util
+
+    if recipe.classifier == "mlp" and importlib.util.find_spec("torch") is None:
+        return (
+            "PyTorch is not installed; to compare the neural network run: "
+            "pip install 'labelandlearn[nn]'"
+        )
+    return ""
+
+
 def _embedding_block_ready(
     recipe: ModelRecipe, texts: Sequence[str], policy: EmbeddingPolicy
 ) -> str:
@@ -216,7 +228,7 @@ def choose_recipe(
         if position > 0 and elapsed >= time_budget_s:
             result.reason = f"time budget of {time_budget_s:.0f} s spent"
             continue
-        reason = _embedding_block_ready(recipe, texts, embeddings)
+        reason = _torch_missing(recipe) or _embedding_block_ready(recipe, texts, embeddings)
         if reason:
             result.reason = reason
             continue

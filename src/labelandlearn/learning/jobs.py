@@ -25,6 +25,9 @@ from labelandlearn.storage.models import ModelVersion, Project
 
 logger = logging.getLogger(__name__)
 
+# Times the embed job reads the project's texts again after embedding what it found.
+MAX_EMBED_PASSES = 5
+
 
 def _project_id(context: JobContext) -> int:
     if context.project_id is None:
@@ -74,12 +77,22 @@ def embed_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     spec = project_embedding_spec(context.db, project_id)
     if spec is None:
         return {"embedded": 0, "missing": 0, "skipped": "the project's model uses no embeddings"}
-    texts = project_texts(context.db, project_id)
-    context.progress(0.0, f"embedding {len(texts)} texts with {spec.model}", force=True)
-    embedded = precompute_embeddings(
-        texts, spec.backend, spec.model, cache_folder=spec.folder, progress=context.progress
-    )
-    missing = count_missing(texts, spec.backend, spec.model, spec.folder)
+    embedded = 0
+    # An import that lands while the job runs adds texts that no other embed job will take
+    # (start_embedding starts none while this one runs), so the job reads the texts again
+    # until none is missing.
+    for _ in range(MAX_EMBED_PASSES):
+        texts = project_texts(context.db, project_id)
+        missing = count_missing(texts, spec.backend, spec.model, spec.folder)
+        if missing == 0:
+            break
+        context.progress(0.0, f"embedding {missing} of {len(texts)} texts", force=True)
+        embedded += precompute_embeddings(
+            texts, spec.backend, spec.model, cache_folder=spec.folder, progress=context.progress
+        )
+    else:
+        texts = project_texts(context.db, project_id)
+        missing = count_missing(texts, spec.backend, spec.model, spec.folder)
     result = {**spec.to_dict(), "embedded": embedded, "missing": missing, "texts": len(texts)}
     if missing == 0 and _current_model_lacks_embeddings(context.db, project_id):
         # The current model was trained on TF-IDF alone while vectors were missing. Retrain

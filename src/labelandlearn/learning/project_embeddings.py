@@ -256,3 +256,14 @@ def _needs_embed_job(db: Database, project_id: int) -> bool:
             .limit(1)
         )
     return newer_import is not None
+
+
+def start_embedding_if_missing(db: Database, runner: JobRunner, project_id: int) -> str | None:
+    """Start the ``embed`` job when the project's model needs embeddings that some of its
+    items lack, for example after the project switched to such a model; return its id."""
+    spec = project_embedding_spec(db, project_id)
+    if spec is None or not backend_available(spec.backend):
+        return None
+    if count_missing(project_texts(db, project_id), spec.backend, spec.model, spec.folder) == 0:
+        return None
+    return start_embedding(db, runner, project_id)

@@ -130,15 +130,17 @@ def curve_point(n_labels: int, fold_scores: Sequence[float]) -> CurvePoint:
 
 
 def learning_curve(versions: Sequence[tuple[int, Sequence[float]]]) -> list[CurvePoint]:
-    """Return one point per model version, sorted by number of labels.
+    """Return one point per number of labels, sorted by it.
 
-    ``versions`` contains (n_labels, fold scores) pairs. Several versions at the same number of
-    labels (a retrain without new answers) are merged into one point with all their folds.
+    ``versions`` contains (n_labels, fold scores) pairs, oldest version first. Of several
+    versions at the same number of labels (a retrain without new answers, for example after
+    the embeddings arrived or the model changed), the latest one counts: it is the model the
+    project uses, and folds of different models would mix in one point.
     """
-    merged: dict[int, list[float]] = {}
+    latest: dict[int, list[float]] = {}
     for n_labels, fold_scores in versions:
-        merged.setdefault(int(n_labels), []).extend(float(s) for s in fold_scores)
-    return [curve_point(n, scores) for n, scores in sorted(merged.items()) if scores]
+        latest[int(n_labels)] = [float(s) for s in fold_scores]
+    return [curve_point(n, scores) for n, scores in sorted(latest.items()) if scores]
 
 
 def fit_learning_curve(n_labels: Sequence[float], scores: Sequence[float]) -> CurveFit:
@@ -267,8 +269,8 @@ def stopping_signal(
         return StoppingSignal(
             verdict=STILL_IMPROVING,
             message=(
-                f"Only {len(curve)} model version(s) so far, too few to read a trend; "
-                "keep labelling."
+                f"Models were trained at only {len(curve)} different numbers of labels so "
+                "far, too few to read a trend; keep labelling."
             ),
             n_labels=curve[-1].n_labels if curve else None,
             latest_score=curve[-1].mean if curve else None,

@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 from sqlalchemy import select
 
 from labelandlearn.auth.permissions import visible_project_ids
+from labelandlearn.learning.project_embeddings import start_embedding_if_missing
 from labelandlearn.services import projects as service
 from labelandlearn.storage.models import DEFAULT_MODEL, DEFAULT_STRATEGY, Project
 from labelandlearn.web.access import ADMIN, requires
@@ -68,8 +69,12 @@ def get_project(project_id: int) -> dict[str, Any]:
 @blp.arguments(ProjectInSchema)
 @blp.response(200)
 def update_project(body: dict[str, Any], project_id: int) -> dict[str, Any]:
-    service.update_project(state().db, project_id, spec_from_body(body))
-    with state().db.session() as session:
+    app_state = state()
+    service.update_project(app_state.db, project_id, spec_from_body(body))
+    if app_state.settings.embeddings == "background":
+        # A switch to a model with embeddings needs the items embedded.
+        start_embedding_if_missing(app_state.db, app_state.runner, project_id)
+    with app_state.db.session() as session:
         return service.project_summary(session, service.get_project(session, project_id))
 
 

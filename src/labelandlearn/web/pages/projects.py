@@ -11,6 +11,7 @@ from werkzeug.wrappers import Response
 
 from labelandlearn.auth.permissions import visible_project_ids
 from labelandlearn.errors import LabelAndLearnError
+from labelandlearn.learning.project_embeddings import start_embedding_if_missing
 from labelandlearn.services import projects as service
 from labelandlearn.storage.models import Project
 from labelandlearn.web.access import ADMIN, requires
@@ -91,6 +92,7 @@ def edit(project_id: int) -> str | Response:
         except LabelAndLearnError as exc:
             error = str(exc)
         else:
+            _embed_for_new_model(project_id)
             flash("Project settings saved.", "success")
             return redirect(url_for("dashboard.show", project_id=project_id))
     elif not form.is_submitted():
@@ -108,3 +110,10 @@ def delete(project_id: int) -> str | Response:
         flash(f"Project {summary['name']} deleted.", "success")
         return redirect(url_for("projects.index"))
     return render_template("projects/delete.html", form=form, project=summary)
+
+
+def _embed_for_new_model(project_id: int) -> None:
+    """Start the embed job when the saved model needs embeddings that items lack."""
+    app_state = state()
+    if app_state.settings.embeddings == "background":
+        start_embedding_if_missing(app_state.db, app_state.runner, project_id)
