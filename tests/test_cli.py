@@ -133,6 +133,7 @@ def test_projects_delete_asks_first(run) -> None:  # type: ignore[no-untyped-def
     create_spam_project(run)
     result = run("projects", "delete", "mail")  # no input: the confirmation is declined
     assert result.exit_code != 0
+    assert "with 0 items, 0 of them labelled?" in result.output
     assert len(json.loads(run("projects", "list", "--json").stdout)) == 1
 
 

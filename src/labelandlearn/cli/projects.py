@@ -190,9 +190,10 @@ def delete(
         project_id, project_name = found.id, found.name
         summary = service.project_summary(session, found)
     if not yes:
+        items, labelled = summary["items_total"], summary["items_labelled"]
         typer.confirm(
-            f"Delete project {project_id} {project_name!r} with {summary['items_total']} items "
-            f"and {summary['items_labelled']} labels?",
+            f"Delete project {project_id} {project_name!r} with {items} "
+            f"item{'' if items == 1 else 's'}, {labelled} of them labelled?",
             abort=True,
         )
     service.delete_project(db, project_id)

@@ -47,6 +47,7 @@ def train_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         project_id,
         progress=lambda f, message: context.progress(0.8 + 0.2 * f, message),
     )
+    context.progress(1.0, f"new model ready, {scored} unlabelled items scored", force=True)
     return {"model_version_id": version_id, "items_scored": scored}
 
 

@@ -157,7 +157,7 @@ def _recipe_for_cached_embeddings(
         return recipe, {**spec.to_dict(), "status": "used", "missing": 0}
     logger.info(
         "project %s: %d texts have no %s embedding yet, so model %s trains on TF-IDF alone "
-        "until the embed job finishes",
+        "until every item is embedded (the embed job, or `labelandlearn embed`)",
         project_id,
         missing,
         spec.model,
