@@ -110,6 +110,7 @@ def test_forked_scoring_matches_one_process(
     alone = scores()
     monkeypatch.setattr(scoring, "PARALLEL_MIN_TEXTS", 10)
     monkeypatch.setattr(scoring.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(scoring.threading, "active_count", lambda: 1)
     forked: list[int] = []
     original = scoring._predict_forked
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -128,9 +129,13 @@ def _predict_unique(
     model: TextModel, texts: list[str], progress: ProgressCallback | None
 ) -> np.ndarray:
     workers = min(os.cpu_count() or 1, MAX_SCORE_WORKERS)
+    # Forking copies only the calling thread, so a lock that another thread holds (logging,
+    # a connection pool) would stay locked in the child. Only a single-threaded process forks:
+    # a job's child process does, a server thread running a job in place does not.
     if (
         workers > 1
         and len(texts) >= PARALLEL_MIN_TEXTS
+        and threading.active_count() == 1
         and "fork" in multiprocessing.get_all_start_methods()
     ):
         return _predict_forked(model, texts, workers, progress)
