@@ -377,8 +377,8 @@ def served(database_url: str, data_dir: Path, threads: int) -> Iterator[tuple[st
         "LABELANDLEARN_ACCOUNTS": "true",
         "LABELANDLEARN_SECRET_KEY": "load-test",
         "LABELANDLEARN_LOG_LEVEL": "WARNING",
-        # The project's items have no e5 vectors; an embed job would compete for the CPU, so
-        # the model stays TF-IDF alone, as it is until a project's embed job finishes.
+        # The project's items have no e5 vectors. An embed job would compete for the CPU, so
+        # none starts and the model stays on TF-IDF alone.
         "LABELANDLEARN_EMBEDDINGS": "off",
     }
     command = [sys.executable, "-m", "labelandlearn.cli", "serve", "--port", str(port)]

@@ -103,7 +103,7 @@ class InProcessRunner:
 
         A child process is not ended by its parent's exit, so without this a job (an embed job
         runs for minutes) would go on after the server stopped. The job's row is marked failed
-        when its thread sees the child end, or else at the next start.
+        by the thread that waited for the child, or else at the next start.
         """
         self._stopping = True
         self._executor.shutdown(wait=wait, cancel_futures=not wait)

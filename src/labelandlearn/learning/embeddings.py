@@ -193,9 +193,9 @@ class _LazyBackend(EmbeddingBackend):
         return f"{self.backend}:{self.model}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        # NOTE: in the web process this runs inside a labelling request when the current model
-        # uses embeddings and an item has no cached vector yet (a new import whose embed job
-        # has not reached it), so that request waits for the model to load and embed.
+        # NOTE: in the web process this can run inside a labelling request. That happens when
+        # the current model uses embeddings and an item has no cached vector yet, for example
+        # after a new import, so the request waits for the model to load and embed.
         return get_backend(self.backend, self.model).embed(texts)
 
 

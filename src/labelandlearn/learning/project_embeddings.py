@@ -259,8 +259,10 @@ def _needs_embed_job(db: Database, project_id: int) -> bool:
 
 
 def start_embedding_if_missing(db: Database, runner: JobRunner, project_id: int) -> str | None:
-    """Start the ``embed`` job when the project's model needs embeddings that some of its
-    items lack, for example after the project switched to such a model; return its id."""
+    """Start the ``embed`` job when some items lack the embeddings the project's model needs.
+
+    That happens after a project switched to such a model. Returns the job id, or None.
+    """
     spec = project_embedding_spec(db, project_id)
     if spec is None or not backend_available(spec.backend):
         return None
