@@ -170,6 +170,24 @@ def test_tfidf_matches_scikit_learn() -> None:
     np.testing.assert_allclose(matrix[:, n_words:], chars.transform(texts).toarray()[:, char_order])
 
 
+def test_tfidf_large_batch_equals_single_texts() -> None:
+    """Large batches count through sparse products and single texts through sorted keys.
+    Both paths give the same rows, also for unknown words, empty texts and a cold word cache."""
+    texts, _ = corpus(per_class=30)
+    featurizer = TfidfFeaturizer(min_df=1).fit(texts[:40])
+    batch = texts + ["", "zzzz qqqq", "ethereum ethereum ethereum price", "Ünïcode  tabs\tok"]
+    assert len(batch) > 64
+    config, arrays = featurizer.get_state()
+    cold = TfidfFeaturizer.from_state(config, arrays)
+    for model in (featurizer, cold):
+        together = model.transform(batch).toarray()
+        alone = np.vstack([model.transform([text]).toarray() for text in batch])
+        np.testing.assert_allclose(together, alone, atol=1e-12)
+    norms = np.linalg.norm(together[:, : len(featurizer.word_vocabulary_)], axis=1)
+    assert norms[len(texts)] == 0.0
+    assert norms[0] == pytest.approx(1.0)
+
+
 def test_tfidf_state_round_trip() -> None:
     texts, _ = corpus()
     featurizer = TfidfFeaturizer().fit(texts)

@@ -106,7 +106,11 @@ def import_command(
         fail(f"--duplicates must be skip or keep, got {duplicates!r}", code=2)
     with progress_bar(f"Importing {file.name}") as update:
         report = import_file(
-            db, project_id, file, file.name, mapping,
+            db,
+            project_id,
+            file,
+            file.name,
+            mapping,
             duplicates=duplicates,  # type: ignore[arg-type]
             progress=update,
         )
@@ -197,9 +201,7 @@ def embed(ctx: typer.Context, project: ProjectArgument) -> None:
             precompute_embeddings(
                 texts, spec.backend, spec.model, cache_folder=spec.folder, progress=update
             )
-    stdout.print(
-        f"{len(texts)} texts have a {spec.model} embedding ({missing} new)", markup=False
-    )
+    stdout.print(f"{len(texts)} texts have a {spec.model} embedding ({missing} new)", markup=False)
 
 
 def train_and_score(db: Database, project_id: int, description: str) -> int:
@@ -208,15 +210,16 @@ def train_and_score(db: Database, project_id: int, description: str) -> int:
     These are the steps of the background ``train`` job, run here in the foreground.
     """
     from labelandlearn.learning.scoring import score_project
-    from labelandlearn.learning.training import train_project
+    from labelandlearn.learning.training import train_project_model
 
     with progress_bar(description) as update:
-        version_id = train_project(
+        version_id, model = train_project_model(
             db, project_id, lambda fraction, message: update(0.8 * fraction, message)
         )
         score_project(
             db,
             project_id,
+            model=model,
             progress=lambda fraction, message: update(0.8 + 0.2 * fraction, message),
         )
     return version_id
@@ -335,9 +338,7 @@ def predict(
     input_file: InputFile,
     output: Annotated[
         Path,
-        typer.Option(
-            "--output", "-o", help="File to write: JSON Lines for .jsonl, CSV otherwise."
-        ),
+        typer.Option("--output", "-o", help="File to write: JSON Lines for .jsonl, CSV otherwise."),
     ],
     keep: Annotated[
         list[str] | None,

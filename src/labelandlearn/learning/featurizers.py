@@ -208,6 +208,22 @@ def _weight(
     return counts
 
 
+def _weight_block(counts: sp.csr_matrix, idf: np.ndarray, sublinear_tf: bool) -> sp.csr_matrix:
+    """Apply tf (log-scaled when ``sublinear_tf``) times idf to one block, then L2-normalise
+    its rows. Every pass runs over the entries in storage order, which took a fifth of the
+    time of ``_weight``'s per-entry row keys on unsorted columns."""
+    data = counts.data
+    if sublinear_tf:
+        np.log(data, out=data)
+        data += 1.0
+    data *= idf[counts.indices]
+    squares = sp.csr_matrix((data * data, counts.indices, counts.indptr), shape=counts.shape)
+    norms = np.sqrt(squares @ np.ones(counts.shape[1]))
+    norms[norms == 0.0] = 1.0
+    data /= np.repeat(norms, np.diff(counts.indptr))
+    return counts
+
+
 def _counts(
     analyzer: _Analyzer,
     texts: Sequence[str],
@@ -483,6 +499,15 @@ def _grown(array: np.ndarray, size: int) -> np.ndarray:
     return bigger
 
 
+@dataclass
+class _Units:
+    """Unit matrices of a word-level analyzer (see ``_WordLevelAnalyzer.units``)."""
+
+    n_words: int
+    word: sp.csr_matrix
+    char: sp.csr_matrix
+
+
 class _WordLevelAnalyzer:
     """Analyses texts word by word for word 1-grams (and 2-grams) plus character n-grams.
 
@@ -496,13 +521,51 @@ class _WordLevelAnalyzer:
     def __init__(self, char_range: tuple[int, int], bigrams: bool) -> None:
         self.char_range = char_range
         self.bigrams = bigrams
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self.clear_cache()
 
     def clear_cache(self) -> None:
         self._rows: dict[str, int] = {}
         self.tokens = _RaggedStore()
         self.chars = _RaggedStore()
+        self._units: tuple[tuple[int, int], _Units] | None = None
+
+    def units(self, n_word_columns: int, n_columns: int) -> _Units:
+        """Return the (units x columns) counts from which sparse products build a batch's
+        word and character blocks. Units are the stored words, then one unit per word column
+        (for bigrams). A word unit holds the word's known token columns in the word matrix and
+        its character columns, less ``n_word_columns``, in the character matrix; a bigram unit
+        holds a 1 in its column of the word matrix.
+
+        Kept until a word is added or the cache is cleared or remapped. Callers hold the lock,
+        so the matrices match the row numbers they got.
+        """
+        key = (self.tokens.n_rows, n_columns)
+        if self._units is not None and self._units[0] == key:
+            return self._units[1]
+        token_indptr, token_values = self.tokens.view()
+        char_indptr, char_values = self.chars.view()
+        n_words = len(token_indptr) - 1
+        n_units = n_words + n_word_columns
+        token_rows = np.repeat(np.arange(n_words, dtype=np.int64), np.diff(token_indptr))
+        known = token_values >= 0
+        word_rows = np.concatenate(
+            [token_rows[known], n_words + np.arange(n_word_columns, dtype=np.int64)]
+        )
+        word_columns = np.concatenate(
+            [token_values[known], np.arange(n_word_columns, dtype=np.int64)]
+        )
+        word_units = sp.csr_matrix(
+            (np.ones(len(word_rows)), (word_rows, word_columns)), shape=(n_units, n_word_columns)
+        )
+        char_indptr = np.concatenate([char_indptr, np.full(n_word_columns, char_indptr[-1])])
+        char_units = sp.csr_matrix(
+            (np.ones(len(char_values)), char_values - n_word_columns, char_indptr),
+            shape=(n_units, n_columns - n_word_columns),
+        )
+        units = _Units(n_words, word_units, char_units)
+        self._units = (key, units)
+        return units
 
     def number_words(
         self, batch: _WordBatch, token_columns: TermColumns, char_columns: TermColumns
@@ -522,6 +585,19 @@ class _WordLevelAnalyzer:
                 map(rows.__getitem__, batch.words), dtype=np.int64, count=len(batch.words)
             )
             return numbers[batch.occurrences], self.tokens.view(), self.chars.view()
+
+    def number_words_with_units(
+        self,
+        batch: _WordBatch,
+        token_columns: TermColumns,
+        char_columns: TermColumns,
+        n_word_columns: int,
+        n_columns: int,
+    ) -> tuple[np.ndarray, _Ragged, _Units]:
+        """As number_words, with the token store and the unit matrices of the same rows."""
+        with self._lock:
+            occurrences, token_store, _ = self.number_words(batch, token_columns, char_columns)
+            return occurrences, token_store, self.units(n_word_columns, n_columns)
 
     def _add_words(
         self, words: list[str], token_columns: TermColumns, char_columns: TermColumns
@@ -548,6 +624,7 @@ class _WordLevelAnalyzer:
         kept = np.zeros(len(mapped) + 1, dtype=np.int64)
         np.cumsum(mapped >= 0, out=kept[1:])
         self.chars.replace(kept[indptr], mapped[mapped >= 0])
+        self._units = None
 
 
 def _unique_pairs(keys: np.ndarray, rows: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -672,13 +749,18 @@ def _word_level_counts(
     char_columns_of: TermColumns,
     n_word_columns: int,
     n_char_columns: int,
-) -> sp.csr_matrix:
-    """Return (texts x columns) term counts: word n-gram columns first, then character ones.
+) -> sp.csr_matrix | tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Return (texts x columns) term counts, word n-gram columns first, then character ones;
+    for more than ``_SMALL_BATCH`` texts, the two blocks as separate matrices.
 
     ``char_columns_of`` must already add ``n_word_columns`` to its columns.
     """
     batch = _split_words(texts)
     n_columns = n_word_columns + n_char_columns
+    if batch.n_texts > _SMALL_BATCH:
+        return _word_level_product(
+            analyzer, batch, grams, char_columns_of, n_word_columns, n_columns
+        )
     occurrences, token_store, char_store = analyzer.number_words(
         batch, grams.token_columns, char_columns_of
     )
@@ -691,17 +773,44 @@ def _word_level_counts(
         gram_rows.append(key_rows[columns >= 0])
         gram_columns.append(columns[columns >= 0])
     all_rows, all_columns = np.concatenate(gram_rows), np.concatenate(gram_columns)
-    if batch.n_texts <= _SMALL_BATCH:
-        char_columns, char_rows = _expand(occurrences, batch.text_of, char_store)
-        keys = np.concatenate([all_rows * n_columns + all_columns, char_rows * n_columns])
-        keys[len(all_rows) :] += char_columns
-        return _keyed_counts(keys, batch.n_texts, n_columns)
-    word_counts = sp.csr_matrix(
-        (np.ones(len(all_rows)), (all_rows, all_columns)), shape=(batch.n_texts, n_columns)
+    char_columns, char_rows = _expand(occurrences, batch.text_of, char_store)
+    keys = np.concatenate([all_rows * n_columns + all_columns, char_rows * n_columns])
+    keys[len(all_rows) :] += char_columns
+    return _keyed_counts(keys, batch.n_texts, n_columns)
+
+
+def _word_level_product(
+    analyzer: _WordLevelAnalyzer,
+    batch: _WordBatch,
+    grams: _WordGramColumns,
+    char_columns_of: TermColumns,
+    n_word_columns: int,
+    n_columns: int,
+) -> tuple[sp.csr_matrix, sp.csr_matrix]:
+    """Count a large batch as two blocks, (texts x word columns) and (texts x character
+    columns), each one sparse product (texts x units) @ (units x columns).
+
+    A text's units are its word occurrences and its bigrams (see ``units``). The blocks are
+    built apart because adding a word and a character matrix that span all columns took as
+    long as the products (100,000 tweets, 435 entries each). Apart, each block is also weighted
+    in sequential passes over its own entries.
+    """
+    occurrences, token_store, units = analyzer.number_words_with_units(
+        batch, grams.token_columns, char_columns_of, n_word_columns, n_columns
     )
-    char_counts = _char_counts(occurrences, batch.text_of, char_store, batch.n_texts, n_columns)
-    counts: sp.csr_matrix = word_counts + char_counts
-    return counts
+    unit_rows, unit_columns = [batch.text_of], [occurrences]
+    if analyzer.bigrams:
+        sequence, rows = _expand(occurrences, batch.text_of, token_store)
+        keys, key_rows = _bigram_keys(sequence, rows)
+        columns = grams.bigram_columns(keys)
+        unit_rows.append(key_rows[columns >= 0])
+        unit_columns.append(units.n_words + columns[columns >= 0])
+    all_rows, all_columns = np.concatenate(unit_rows), np.concatenate(unit_columns)
+    texts_by_units = sp.csr_matrix(
+        (np.ones(len(all_rows)), (all_rows, all_columns)),
+        shape=(batch.n_texts, units.word.shape[0]),
+    )
+    return texts_by_units @ units.word, texts_by_units @ units.char
 
 
 @register_featurizer("tfidf")
@@ -829,6 +938,15 @@ class TfidfFeaturizer(Featurizer):
                 len(self.word_vocabulary_),
                 len(self.char_vocabulary_),
             )
+            if isinstance(counts, tuple):
+                word_block, char_block = counts
+                return sp.hstack(
+                    [
+                        _weight_block(word_block, self.word_idf_, self.sublinear_tf),
+                        _weight_block(char_block, self.char_idf_, self.sublinear_tf),
+                    ],
+                    format="csr",
+                )
             return _weight(counts, self._idf, self.sublinear_tf, len(self.word_vocabulary_))
         counts = _counts(
             self._analyzer,

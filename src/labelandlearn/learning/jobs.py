@@ -19,7 +19,7 @@ from labelandlearn.learning.project_embeddings import (
     wait_for_job,
 )
 from labelandlearn.learning.scoring import score_project
-from labelandlearn.learning.training import train_project
+from labelandlearn.learning.training import train_project_model
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import ModelVersion, Project
 
@@ -39,12 +39,13 @@ def _project_id(context: JobContext) -> int:
 def train_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     """Train the project's model, then rescore its unlabelled items with the new model."""
     project_id = _project_id(context)
-    version_id = train_project(
+    version_id, model = train_project_model(
         context.db, project_id, progress=lambda f, message: context.progress(0.8 * f, message)
     )
     scored = score_project(
         context.db,
         project_id,
+        model=model,
         progress=lambda f, message: context.progress(0.8 + 0.2 * f, message),
     )
     context.progress(1.0, f"new model ready, {scored} unlabelled items scored", force=True)
@@ -100,8 +101,9 @@ def embed_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         # now, so that the model uses the embeddings before the next scheduled retrain.
         context.progress(0.9, "retraining with the embeddings", force=True)
         try:
-            result["model_version_id"] = train_project(context.db, project_id)
-            result["items_scored"] = score_project(context.db, project_id)
+            version_id, model = train_project_model(context.db, project_id)
+            result["model_version_id"] = version_id
+            result["items_scored"] = score_project(context.db, project_id, model=model)
         except NotEnoughLabelsError as error:
             logger.info("embed job %s: no retrain: %s", context.job_id, error)
     return result

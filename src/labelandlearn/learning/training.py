@@ -102,6 +102,18 @@ def train_project(db: Database, project_id: int, progress: ProgressCallback | No
     Raises NotEnoughLabelsError, naming the classes short of examples, before anything is
     stored, so the previous model stays current. Returns the new ``model_versions.id``.
     """
+    return train_project_model(db, project_id, progress)[0]
+
+
+def train_project_model(
+    db: Database, project_id: int, progress: ProgressCallback | None = None
+) -> tuple[int, TextModel]:
+    """As ``train_project``, and return the trained model with the version id.
+
+    The model in memory keeps the word cache that its TF-IDF fit built over every item. Scoring
+    the unlabelled items with it skips analysing their words again; a model read back from the
+    database would analyse them.
+    """
     report = progress or (lambda fraction, message: None)
     with db.session() as session:
         data = load_training_data(session, project_id)
@@ -136,7 +148,7 @@ def train_project(db: Database, project_id: int, progress: ProgressCallback | No
         metrics["macro_f1"],
         time.perf_counter() - started,
     )
-    return version_id
+    return version_id, model
 
 
 def _recipe_for_cached_embeddings(
