@@ -98,6 +98,20 @@ def test_parse_label_map_rejects(raw: str) -> None:
 # --------------------------------------------------------------------------- projects
 
 
+def test_projects_table_names_whole(run, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("COLUMNS", "80")
+    created = run("projects", "create", "--name", "a project with a rather long name for tweets",
+                  "--label", "useless", "--label", "positive", "--label", "negative",
+                  "--model", "tfidf-embedding-linear", "--strategy", "least-confidence")
+    assert created.exit_code == 0, created.output
+    table = run("projects", "list").stdout
+    # Model and strategy names are typed back into commands, so they are never cut.
+    assert "tfidf-embedding-linear" in table
+    assert "least-confidence" in table
+    assert "…" not in table
+    assert max(map(len, table.splitlines())) <= 80
+
+
 def test_projects_create_list_edit_delete(run) -> None:  # type: ignore[no-untyped-def]
     create_spam_project(run)
 

@@ -18,6 +18,7 @@ from learning_helpers import corpus, create_project
 from labelandlearn.jobs.base import create_job, run_job
 from labelandlearn.learning.base import MODEL_RECIPES, ModelRecipe, recipe_names
 from labelandlearn.learning.embeddings import count_missing
+from labelandlearn.learning.online import ModelCache
 from labelandlearn.learning.project_embeddings import (
     EMBED_JOB,
     embedding_status,
@@ -268,3 +269,25 @@ def test_embed_job_takes_texts_imported_meanwhile(
         assert job.result["missing"] == 0
         assert job.result["texts"] == 31
     assert calls == [30, 31]
+
+
+@needs_minilm
+def test_requests_never_embed(db: Database, minilm_recipe: ModelRecipe) -> None:
+    project_id = _project(db, RECIPE)
+    job_id = create_job(db, EMBED_JOB, project_id)
+    run_job(db, job_id)
+    train_project(db, project_id)
+    spec = recipe_embedding_spec(minilm_recipe)
+    assert spec is not None
+    cache = ModelCache()
+    known = corpus(per_class=8)[0][0]
+    new = "a brand new tweet that no embed job has seen"
+
+    assert cache.predict(db, project_id, [known]) is not None
+    # A text without a cached vector gets no prediction and no online update. The request
+    # computes no vector, because the embed job does that.
+    assert cache.predict(db, project_id, [new]) is None
+    assert cache.predict(db, project_id, [known, new]) is None
+    assert not cache.learn(db, project_id, new, "positive")
+    assert count_missing([new], spec.backend, spec.model, spec.folder) == 1
+    assert cache.learn(db, project_id, known, "positive")

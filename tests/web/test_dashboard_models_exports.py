@@ -306,6 +306,25 @@ def test_dashboard_stopping_panel(client: FlaskClient, database: Database) -> No
     assert 'id="embeddings-panel"' not in html
 
 
+def test_stopping_panel_pooled_score(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    model_id = add_rich_version(database, project_id)
+    with database.session() as session:
+        version = session.get(ModelVersion, model_id)
+        assert version is not None
+        # Pooled out-of-fold macro-F1 differs from the mean of the folds (0.660).
+        version.metrics = {**RICH_METRICS, "macro_f1": 0.69}
+        project = session.get(Project, project_id)
+        assert project is not None
+        project.current_model_id = model_id
+
+    html = client.get(f"/projects/{project_id}").get_data(as_text=True)
+
+    assert 'id="current-macro-f1">0.690<' in html
+    assert "0.660 ± 0.040 (spread over the folds) at 80 labels" in html
+    assert "the headline's 0.690 scores the predictions of all folds together" in html
+
+
 def test_dashboard_plots_with_versions(client: FlaskClient, database: Database) -> None:
     project_id = make_project(database)
     add_model_version(database, project_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 from sqlalchemy import select
 
@@ -58,17 +59,29 @@ def list_projects(
     if not summaries:
         stdout.print("No projects yet; create one with 'labelandlearn projects create'.")
         return
-    table = Table("id", "name", "items", "labelled", "labels", "model", "strategy")
-    for summary in summaries:
-        table.add_row(
+    rows = [
+        (
             str(summary["id"]),
             summary["name"],
-            str(summary["items_total"]),
-            str(summary["items_labelled"]),
-            ", ".join(label["name"] for label in summary["labels"]),
+            f"{summary['items_labelled']:,} of {summary['items_total']:,}",
             summary["model_name"],
             summary["strategy_name"],
+            ", ".join(label["name"] for label in summary["labels"]),
         )
+        for summary in summaries
+    ]
+    # Names are typed back into commands, so no cell ends in an ellipsis. Ids, counts, model
+    # and strategy names keep their width; a narrow terminal wraps the name and the labels.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    headers = ("id", "name", "labelled", "model", "strategy", "labels")
+    for position, header in enumerate(headers):
+        if header in ("name", "labels"):
+            table.add_column(header, overflow="fold", ratio=1)
+        else:
+            width = max(len(header), *(len(row[position]) for row in rows))
+            table.add_column(header, no_wrap=True, min_width=width)
+    for row in rows:
+        table.add_row(*row)
     stdout.print(table)
 
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Self
 import numpy as np
 import scipy.sparse as sp
 
-from labelandlearn.errors import MissingExtraError, ValidationError
+from labelandlearn.errors import LabelAndLearnError, MissingExtraError, ValidationError
 from labelandlearn.learning.base import (
     ArrayState,
     Features,
@@ -193,10 +193,30 @@ class _LazyBackend(EmbeddingBackend):
         return f"{self.backend}:{self.model}"
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        # NOTE: in the web process this can run inside a labelling request. That happens when
-        # the current model uses embeddings and an item has no cached vector yet, for example
-        # after a new import, so the request waits for the model to load and embed.
         return get_backend(self.backend, self.model).embed(texts)
+
+
+class EmbeddingNotCachedError(LabelAndLearnError):
+    """Raised inside ``cached_embeddings_only`` for texts that have no cached vector."""
+
+
+_request_path = threading.local()
+
+
+@contextmanager
+def cached_embeddings_only() -> Iterator[None]:
+    """Make this thread's embedding featurizers raise EmbeddingNotCachedError for a missing
+    vector instead of computing it.
+
+    Labelling requests run inside this block. Loading e5 and embedding an item would make the
+    annotator wait seconds, and the background embed job computes the vector anyway.
+    """
+    previous = getattr(_request_path, "active", False)
+    _request_path.active = True
+    try:
+        yield
+    finally:
+        _request_path.active = previous
 
 
 def backend_available(backend: str) -> bool:
@@ -347,6 +367,11 @@ def embed_texts(
         if digest not in vectors:
             missing.setdefault(digest, text)
 
+    if missing and getattr(_request_path, "active", False):
+        raise EmbeddingNotCachedError(
+            f"{len(missing)} of {len(set(hashes))} texts have no cached {backend.cache_key} "
+            "vector yet; the project's embed job computes them"
+        )
     if missing:
         logger.info(
             "embedding %d texts with %s (%d cached)",

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 from labelandlearn.errors import NotFoundError
 from labelandlearn.learning.base import TextModel, get_recipe
+from labelandlearn.learning.embeddings import EmbeddingNotCachedError, cached_embeddings_only
 from labelandlearn.learning.scoring import load_current_model
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Label, Project
@@ -187,10 +188,15 @@ class ModelCache:
         entry = self._entry(db, project_id, cold_start=False, current=current, wait=False)
         if entry is None or not entry.model.classifier.is_fitted:
             return None
-        with entry.lock:
-            X = entry.model.transform(texts)
-            proba = entry.model.predict_proba_features(X)
-            entry.remember_features(texts, X)
+        try:
+            with entry.lock, cached_embeddings_only():
+                X = entry.model.transform(texts)
+                proba = entry.model.predict_proba_features(X)
+                entry.remember_features(texts, X)
+        except EmbeddingNotCachedError as error:
+            # The items show without a prediction until the embed job reaches them.
+            logger.debug("no prediction project=%s: %s", project_id, error)
+            return None
         return proba, entry.model.labels, entry.model_version_id
 
     def learn(
@@ -202,7 +208,8 @@ class ModelCache:
         *,
         current: tuple[int | None, list[str]] | None = None,
     ) -> bool:
-        """Run the online update for one answer; return False when the label is unknown.
+        """Run the online update for one answer; return False when the label is unknown or
+        the text has no cached embedding yet.
 
         ``current`` is as for :meth:`predict`.
         """
@@ -216,9 +223,14 @@ class ModelCache:
                 label_name,
             )
             return False
-        with entry.lock:
-            entry.partial_fit(text, label_name)
-            entry.answers_learned += 1
+        try:
+            with entry.lock, cached_embeddings_only():
+                entry.partial_fit(text, label_name)
+                entry.answers_learned += 1
+        except EmbeddingNotCachedError as error:
+            # The answer is stored; the next full training learns from it.
+            logger.debug("online update skipped project=%s: %s", project_id, error)
+            return False
         return True
 
     def forget(self, project_id: int) -> None:
