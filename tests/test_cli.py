@@ -160,6 +160,8 @@ def test_projects_delete_asks_first(run) -> None:  # type: ignore[no-untyped-def
         (["--label", "a:x", "--label", "b:x"], 2, "already the key"),
         (["--label", "a::red", "--label", "b"], 2, "#rrggbb"),
         (["--label", "a", "--label", "b", "--model", "nope"], 2, "unknown model"),
+        (["--label", "a", "--label", "b", "--retrain-every", "0"], 2,
+         "retrain interval must be between 1 and 100000 answers, got 0"),
     ],
 )
 def test_projects_create_rejects(run, args: list[str], code: int, fragment: str) -> None:  # type: ignore[no-untyped-def]
@@ -234,6 +236,17 @@ def test_import_reports_row_errors(run, tmp_path: Path) -> None:  # type: ignore
     assert text.exit_code == 0, text.output
     assert "line 6:" in text.stdout
     assert "line 11:" in text.stdout
+
+
+def test_import_report_counts_one_row(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    create_spam_project(run)
+    path = write_csv(tmp_path / "one.csv", ["body", "kind"], [["win a prize now", "1"]])
+
+    result = run("import", "mail", str(path), "--label-map", "1=spam,0=ham")
+
+    assert result.exit_code == 0, result.output
+    assert "read 1 row in" in result.stdout
+    assert "imported 1 item (1 with a label); 0 rows with errors" in result.stdout
 
 
 def test_import_missing_column_imports_nothing(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -67,6 +67,28 @@ def test_quoted_newlines_and_quotes_keep_line_numbers(tmp_path: Path) -> None:
     assert records[1].values["text"] == 'he said "hi", then left'
 
 
+def test_unclosed_quote_rejected(tmp_path: Path) -> None:
+    content = 'text,label\nfirst,a\n"second starts a quote,b\nthird,a\nfourth,b\n'
+    path = write(tmp_path / "a.csv", content)
+    with pytest.raises(ImportFormatError, match=r"starts on line 3 is never closed.*lines 3 to 5"):
+        read_all(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        'text,label\nfirst,a\n"two\nlines",b\n',
+        'text,label\nfirst,a\n"two\nlines",b',
+        'text,label\n"a ""quoted"" word\nacross lines",b\nlast,a\n',
+        'text,label\nfirst,a\nlenient "quote" inside,b\n',
+    ],
+)
+def test_closed_quotes_accepted(tmp_path: Path, content: str) -> None:
+    records = read_all(write(tmp_path / "a.csv", content))
+    assert all(record.error is None for record in records)
+    assert records[-1].values["label"] in ("a", "b")
+
+
 def test_crlf_line_endings(tmp_path: Path) -> None:
     path = write(tmp_path / "w.csv", 'text,n\r\n"a\r\nb",1\r\nc,2\r\n')
     records = read_all(path)

@@ -42,11 +42,21 @@ def test_embeddings_off_skips_embedding_candidates() -> None:
     assert choice.chosen == "tfidf-linear"
     rows = {row.recipe: row for row in choice.candidates}
     assert set(rows) == {r.name for r in AUTO_CANDIDATES}
-    assert rows["tfidf-linear"].status == "scored"
-    assert len(rows["tfidf-linear"].fold_scores) == 3
-    assert 0.3 < rows["tfidf-linear"].macro_f1 <= 1.0
+    # The only candidate left is chosen without cross-validating it first.
+    assert rows["tfidf-linear"].status == "only choice"
+    assert rows["tfidf-linear"].fold_scores == []
+    assert rows["tfidf-linear"].macro_f1 is None
     assert rows["tfidf-embedding-mlp"].status == "skipped"
     assert rows["tfidf-embedding-mlp"].reason == "embeddings turned off"
+
+
+def test_two_runnable_candidates_scored() -> None:
+    texts, y = tweets(300)
+    candidates = [TFIDF_LINEAR, TFIDF_LINEAR]
+    choice = choose_recipe(texts, y, candidates=candidates, embeddings="off", folds=3)
+    assert [row.status for row in choice.candidates] == ["scored", "scored"]
+    assert len(choice.candidates[0].fold_scores) == 3
+    assert 0.3 < (choice.candidates[0].macro_f1 or 0.0) <= 1.0
 
 
 def test_time_budget_runs_first_only() -> None:
@@ -126,4 +136,4 @@ def test_network_skipped_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     rows = {row.recipe: row for row in choice.candidates}
     assert rows["embedding-mlp"].status == "skipped"
     assert "PyTorch is not installed" in rows["embedding-mlp"].reason
-    assert rows["tfidf-linear"].status == "scored"
+    assert rows["tfidf-linear"].status == "only choice"

@@ -87,6 +87,55 @@ def test_predict_unknown_keep_label(model: TextModel, tmp_path: Path) -> None:
         predict_file(model, source, tmp_path / "out.csv", keep={"spam"})
 
 
+def test_predict_refuses_input_as_output(model: TextModel, tmp_path: Path) -> None:
+    source = _write_csv(tmp_path / "in.csv", ROWS)
+    before = source.read_bytes()
+    with pytest.raises(ValidationError, match=r"is the input file; write the predictions"):
+        predict_file(model, source, tmp_path / "." / "in.csv")
+    assert source.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty"), (b"id,text\n", "has no rows"), (b"id,text\n\n\n", "has no rows")],
+)
+def test_predict_rejects_file_without_rows(
+    model: TextModel, tmp_path: Path, content: bytes, message: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(content)
+    with pytest.raises(ImportFormatError, match=message):
+        predict_file(model, source, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
+    assert list(tmp_path.iterdir()) == [source]
+
+
+def test_predict_failure_keeps_old_output(model: TextModel, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text('id,text\n1,fine\n2,"never closed\n3,more\n', encoding="utf-8")
+    target = tmp_path / "out.csv"
+    target.write_text("earlier output\n", encoding="utf-8")
+    with pytest.raises(ImportFormatError, match="starts on line 3 is never closed"):
+        predict_file(model, source, target, batch_size=1)
+    assert target.read_text(encoding="utf-8") == "earlier output\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["in.csv", "out.csv"]
+
+
+def test_predict_reads_cp1252(model: TextModel, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes("id,text\n1,café crème price rally\n".encode("cp1252"))
+    stats = predict_file(model, source, tmp_path / "out.csv")
+    assert stats.rows_read == 1
+    assert "café crème" in (tmp_path / "out.csv").read_text(encoding="utf-8")
+
+
+def test_predict_rejects_binary_file(model: TextModel, tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"id,text\n1,\x00\x01\x02binary\n")
+    with pytest.raises(ImportFormatError, match="binary"):
+        predict_file(model, source, tmp_path / "out.csv")
+
+
 def test_resolve_model_from_file(model: TextModel, tmp_path: Path) -> None:
     path = model.save(tmp_path / "m.llmodel")
     assert resolve_model(None, str(path)).labels == LABELS

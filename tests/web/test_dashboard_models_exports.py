@@ -410,6 +410,32 @@ def test_stopping_api(client: FlaskClient, database: Database) -> None:
 
     assert body["verdict"] == "still improving"
     assert body["n_versions"] == 2
-    assert [point["n_labels"] for point in body["curve"]] == [50, 80]
+    # Version 2 changed the model (a neural network), so the curve starts again with it.
+    assert [point["n_labels"] for point in body["curve"]] == [80]
     assert body["prediction_changes"][0]["kappa"] == 0.8
-    assert "too few to read a trend" in body["message"]
+    assert "trained at one number of labels so far, too few to read a trend" in body["message"]
+    assert body["fitted"] == []
+
+
+def test_stopping_curve_of_one_setup(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    for version in (1, 2, 3):
+        add_model_version(database, project_id, version=version)
+
+    body = client.get(f"/api/v1/projects/{project_id}/stopping").get_json()
+
+    assert [point["n_labels"] for point in body["curve"]] == [50, 100, 150]
+    assert body["fitted"]
+    assert body["fitted"][-1]["n_labels"] == 250
+
+
+def test_stopping_two_points_fit_no_curve(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    for version in (1, 2):
+        add_model_version(database, project_id, version=version)
+
+    body = client.get(f"/api/v1/projects/{project_id}/stopping").get_json()
+
+    assert [point["n_labels"] for point in body["curve"]] == [50, 100]
+    assert body["fitted"] == []
+    assert "only 2 numbers of labels" in body["message"]

@@ -34,6 +34,11 @@ stdout = Console(highlight=False, soft_wrap=True)
 stderr = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def count(number: int, noun: str, plural: str | None = None) -> str:
+    """Return "1 row" or "3 rows": the number with the noun in the form it takes."""
+    return f"{number:,} {noun if number == 1 else plural or noun + 's'}"
+
+
 def setting_help(name: str) -> str:
     """Return the description of the ``Settings`` field ``name``, for an option's help."""
     description = Settings.model_fields[name].description or ""

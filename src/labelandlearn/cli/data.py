@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from labelandlearn.cli.common import cli_state, fail, print_json, progress_bar, stdout
+from labelandlearn.cli.common import cli_state, count, fail, print_json, progress_bar, stdout
 from labelandlearn.errors import NotFoundError, ValidationError
 from labelandlearn.services.projects import find_project
 from labelandlearn.storage.db import Database
@@ -132,20 +132,21 @@ def print_import_report(report: ImportReport) -> None:
     rate = report.rows_read / report.seconds if report.seconds else 0.0
     stdout.print(
         f"{report.filename}: {report.file_format}, encoding {report.encoding or 'n/a'}; "
-        f"read {report.rows_read} rows in {report.seconds:.1f} s ({rate:,.0f} rows/s)",
+        f"read {count(report.rows_read, 'row')} in {report.seconds:.1f} s "
+        f"({rate:,.0f} rows/s)",
         markup=False,
     )
     stdout.print(
-        f"imported {report.rows_imported} items ({report.rows_labelled} with a label); "
-        f"{report.rows_with_errors} rows with errors; duplicates skipped "
-        f"{report.duplicates_skipped}, kept {report.duplicates_kept}",
+        f"imported {count(report.rows_imported, 'item')} ({report.rows_labelled:,} with a "
+        f"label); {count(report.rows_with_errors, 'row')} with errors; duplicates skipped "
+        f"{report.duplicates_skipped:,}, kept {report.duplicates_kept:,}",
         markup=False,
     )
     for error in report.row_errors[:ROW_ERRORS_SHOWN]:
         stdout.print(f"  line {error['line']}: {error['reason']}", markup=False)
     hidden = report.rows_with_errors - min(len(report.row_errors), ROW_ERRORS_SHOWN)
     if hidden > 0:
-        stdout.print(f"  ... and {hidden} more rows with errors (--json lists up to 1000)")
+        stdout.print(f"  ... and {count(hidden, 'more row')} with errors (--json lists up to 1000)")
 
 
 def train(

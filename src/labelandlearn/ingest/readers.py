@@ -41,6 +41,54 @@ class FileInfo:
     display_name: str = ""
 
 
+class RecordedLines:
+    """Iterates over the lines of a text stream and keeps those of the record being read.
+
+    ``csv.reader`` reads exactly the lines of one record before returning it, so after each
+    record ``take()`` returns that record's raw lines. The delimited readers use them to tell
+    a quoted field that the file never closes from a field with quoted line breaks.
+    """
+
+    def __init__(self, lines: Iterator[str] | IO[str]) -> None:
+        self._lines = iter(lines)
+        self._taken: list[str] = []
+
+    def __iter__(self) -> RecordedLines:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self._taken.append(line)
+        return line
+
+    def take(self) -> list[str]:
+        taken, self._taken = self._taken, []
+        return taken
+
+
+def check_quotes_closed(lines: list[str], delimiter: str, start: int, display_name: str) -> None:
+    """Raise ImportFormatError when ``lines``, the last record of a file, hold a quoted field
+    that the file never closes.
+
+    Python's csv module in its default, lenient mode reads such a field to the end of the file
+    and returns it as one value, so the rows after a stray quote would become one text.
+    """
+    if len(lines) < 2:
+        return
+    try:
+        for _ in csv.reader(lines, delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        if "unexpected end of data" not in str(exc):
+            return
+        raise ImportFormatError(
+            f"{display_name}: the quoted field that starts on line {start} is never closed, so "
+            f"lines {start} to {start + len(lines) - 1} (the end of the file) would become one "
+            "value; add the closing quote, or double the quote character if it is part of the "
+            'text ("")'
+        ) from None
+
+
 class Record(NamedTuple):
     line: int
     values: dict[str, str | None]
@@ -158,14 +206,17 @@ class RecordReader:
 
     def _iter_delimited(self) -> Iterator[Record]:
         csv.field_size_limit(max(csv.field_size_limit(), CSV_FIELD_LIMIT))
-        text = self._open_text()
-        reader = csv.reader(text, delimiter=self.info.delimiter or ",")
+        delimiter = self.info.delimiter or ","
+        lines = RecordedLines(self._open_text())
+        reader = csv.reader(lines, delimiter=delimiter)
         columns = self.info.columns
         header_seen = False
         previous_end = 0
+        last: tuple[int, list[str]] = (0, [])
         try:
             for fields in reader:
                 start, previous_end = previous_end + 1, reader.line_num
+                last = (start, lines.take())
                 if not "".join(fields).strip():
                     continue
                 if not header_seen:
@@ -177,6 +228,9 @@ class RecordReader:
                 f"{self.info.display_name}: cannot read line {reader.line_num} as "
                 f"{self.info.format.upper()}: {exc}"
             ) from None
+        # Raised after the rows were handed on: the importer stores nothing of a file that
+        # fails, so an import stays all or nothing.
+        check_quotes_closed(last[1], delimiter, last[0], self.info.display_name)
 
     def _iter_json_lines(self) -> Iterator[Record]:
         text = self._open_text()

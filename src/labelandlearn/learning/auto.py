@@ -110,7 +110,7 @@ class CandidateResult:
     recipe: str
     featurizer: str
     classifier: str
-    status: Literal["scored", "skipped", "failed"]
+    status: Literal["scored", "skipped", "failed", "only choice"]
     macro_f1: float | None = None
     macro_f1_std: float | None = None
     fold_scores: list[float] = field(default_factory=list)
@@ -221,20 +221,29 @@ def choose_recipe(
     features: dict[str, tuple[Any, Features]] = {}
     results: list[CandidateResult] = []
 
-    for position, recipe in enumerate(candidates):
-        elapsed = time.perf_counter() - started
+    runnable: list[tuple[ModelRecipe, CandidateResult]] = []
+    for recipe in candidates:
         result = CandidateResult(recipe.name, recipe.featurizer, recipe.classifier, "skipped")
         results.append(result)
+        result.reason = _torch_missing(recipe) or _embedding_block_ready(recipe, texts, embeddings)
+        if not result.reason:
+            runnable.append((recipe, result))
+    if len(runnable) == 1:
+        # Cross-validating the only candidate that can run would choose nothing; the
+        # training's own cross-validation scores it.
+        only = runnable[0][1]
+        only.status, only.reason = "only choice", "the only candidate that can run here"
+        logger.info("auto model: chose %s, the only candidate that can run", only.recipe)
+        return AutoChoice(only.recipe, results, folds, time.perf_counter() - started)
+
+    for position, (recipe, result) in enumerate(runnable):
+        elapsed = time.perf_counter() - started
         if position > 0 and elapsed >= time_budget_s:
             result.reason = f"time budget of {time_budget_s:.0f} s spent"
             continue
-        reason = _torch_missing(recipe) or _embedding_block_ready(recipe, texts, embeddings)
-        if reason:
-            result.reason = reason
-            continue
         _score_candidate(recipe, result, features, texts, all_texts, y, folds, random_state)
         if progress is not None:
-            progress((position + 1) / len(candidates), f"scored {recipe.name}")
+            progress((position + 1) / len(runnable), f"scored {recipe.name}")
 
     scored = [r for r in results if r.status == "scored"]
     if not scored:

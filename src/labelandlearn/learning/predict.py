@@ -24,6 +24,8 @@ import numpy as np
 import sqlalchemy as sa
 
 from labelandlearn.errors import ImportFormatError, NotFoundError, ValidationError
+from labelandlearn.ingest.encoding import detect_encoding
+from labelandlearn.ingest.readers import RecordedLines, check_quotes_closed
 from labelandlearn.learning.base import ProgressCallback, TextModel
 from labelandlearn.learning.scoring import load_current_model
 from labelandlearn.storage.db import Database
@@ -65,10 +67,10 @@ def detect_format(path: Path) -> str:
     return "csv"
 
 
-def _csv_delimiter(path: Path) -> str:
+def _csv_delimiter(path: Path, encoding: str) -> str:
     if path.suffix.lower() == ".tsv":
         return "\t"
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with path.open(encoding=encoding, newline="") as handle:
         sample = handle.read(65536)
     try:
         return csv.Sniffer().sniff(sample, delimiters=",;\t").delimiter
@@ -77,14 +79,27 @@ def _csv_delimiter(path: Path) -> str:
 
 
 def _read_rows(
-    path: Path, file_format: str, handle: IO[str]
+    path: Path, file_format: str, handle: IO[str], encoding: str
 ) -> tuple[list[str] | None, Iterator[dict[str, Any]]]:
     """Return (CSV column names or None for JSON Lines, iterator of rows)."""
     if file_format == "jsonl":
         return None, _jsonl_rows(path, handle)
-    reader = csv.DictReader(handle, delimiter=_csv_delimiter(path))
+    delimiter = _csv_delimiter(path, encoding)
+    lines = RecordedLines(handle)
+    reader = csv.DictReader(lines, delimiter=delimiter)
     columns = list(reader.fieldnames or [])
-    return columns, iter(reader)
+    lines.take()
+    return columns, _csv_rows(path, reader, lines, delimiter)
+
+
+def _csv_rows(
+    path: Path, reader: csv.DictReader[str], lines: RecordedLines, delimiter: str
+) -> Iterator[dict[str, Any]]:
+    last: list[str] = []
+    for row in reader:
+        last = lines.take()
+        yield row
+    check_quotes_closed(last, delimiter, reader.line_num - len(last) + 1, path.name)
 
 
 def _jsonl_rows(path: Path, handle: IO[str]) -> Iterator[dict[str, Any]]:
@@ -191,34 +206,55 @@ def predict_file(
     source, target = Path(input_path), Path(output_path)
     if not source.is_file():
         raise NotFoundError(f"input file {source} not found")
+    if target.exists() and os.path.samefile(source, target):
+        raise ValidationError(
+            f"--output {target} is the input file; write the predictions to another file"
+        )
     if keep is not None and (unknown := set(keep) - set(model.labels)):
         raise ValidationError(
             f"--keep names unknown labels {sorted(unknown)}; the model's labels are: "
             f"{', '.join(model.labels)}"
         )
+    if source.stat().st_size == 0:
+        raise ImportFormatError(f"{source} is empty; give a CSV or JSON Lines file with rows")
+    encoding = detect_encoding(source, source.name)
+    if encoding == "utf-8":
+        # Skips a byte order mark, which detect_encoding reports only when present.
+        encoding = "utf-8-sig"
     input_format = detect_format(source)
     output_format = "jsonl" if target.suffix.lower() in JSONL_SUFFIXES else "csv"
     stats = PredictStats(label_counts={label: 0 for label in model.labels})
     total_bytes = max(1, source.stat().st_size)
     started = time.perf_counter()
-    with (
-        source.open(encoding="utf-8-sig", newline="") as reading,
-        target.open("w", encoding="utf-8", newline="") as writing,
-        _Predictor(
-            model, workers if workers is not None else min(4, os.cpu_count() or 1)
-        ) as predictor,
-    ):
-        columns, rows = _read_rows(source, input_format, reading)
-        writer = _Writer(writing, output_format, columns, model.labels)
-        batches = (
-            (batch, _texts(batch, text_column, columns)) for batch in _batches(rows, batch_size)
-        )
-        for batch, proba in predictor.map(batches):
-            _write_batch(model, batch, proba, keep, writer, stats)
-            if progress is not None:
-                # The binary position includes read-ahead, so this slightly overstates.
-                done = reading.buffer.tell() / total_bytes  # type: ignore[attr-defined]
-                progress(min(1.0, done), f"{stats.rows_read} rows")
+    # Written beside the target and renamed at the end, so a failed run leaves no half file
+    # and an existing output stays as it was.
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        with (
+            source.open(encoding=encoding, newline="") as reading,
+            partial.open("w", encoding="utf-8", newline="") as writing,
+            _Predictor(
+                model, workers if workers is not None else min(4, os.cpu_count() or 1)
+            ) as predictor,
+        ):
+            columns, rows = _read_rows(source, input_format, reading, encoding)
+            writer = _Writer(writing, output_format, columns, model.labels)
+            batches = (
+                (batch, _texts(batch, text_column, columns))
+                for batch in _batches(rows, batch_size)
+            )
+            for batch, proba in predictor.map(batches):
+                _write_batch(model, batch, proba, keep, writer, stats)
+                if progress is not None:
+                    # The binary position includes read-ahead, so this slightly overstates.
+                    done = reading.buffer.tell() / total_bytes  # type: ignore[attr-defined]
+                    progress(min(1.0, done), f"{stats.rows_read} rows")
+        if stats.rows_read == 0:
+            raise ImportFormatError(f"{source} has no rows to predict, only a header or blanks")
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
     stats.seconds = time.perf_counter() - started
     logger.info(
         "predicted file=%s rows=%d written=%d seconds=%.2f rows_per_second=%.0f",

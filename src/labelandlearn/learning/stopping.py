@@ -42,6 +42,8 @@ FLAT_GAIN = 0.0025
 # comparisons in a row must reach it (the stabilising-predictions criterion).
 STABLE_KAPPA = 0.99
 STABLE_WINDOW = 3
+# Label counts on the learning curve below which no trend is read and no curve is fitted.
+MIN_TREND_POINTS = 3
 # Width of the uncertainty band: about 95% of a normal distribution.
 Z_95 = 1.96
 
@@ -265,13 +267,10 @@ def stopping_signal(
     """
     curve = learning_curve(versions)
     recent_kappas = [float(k) for k in list(kappas)[-STABLE_WINDOW:]]
-    if len(curve) < 3:
+    if len(curve) < MIN_TREND_POINTS:
         return StoppingSignal(
             verdict=STILL_IMPROVING,
-            message=(
-                f"Models were trained at only {len(curve)} different numbers of labels so "
-                "far, too few to read a trend; keep labelling."
-            ),
+            message=_early_message(len(curve)),
             n_labels=curve[-1].n_labels if curve else None,
             latest_score=curve[-1].mean if curve else None,
             latest_score_std=curve[-1].std if curve else None,
@@ -297,6 +296,16 @@ def stopping_signal(
         curve_kind=fit.kind,
         recent_kappas=recent_kappas,
         curve=curve,
+    )
+
+
+def _early_message(points: int) -> str:
+    if points == 0:
+        return "No model with cross-validated scores yet; label items and train one."
+    trained = "one number of labels" if points == 1 else f"only {points} numbers of labels"
+    return (
+        f"The current model was trained at {trained} so far, too few to read a trend; keep "
+        "labelling."
     )
 
 

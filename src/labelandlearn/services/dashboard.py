@@ -13,7 +13,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from labelandlearn.errors import NotFoundError
-from labelandlearn.learning.stopping import CurvePoint, fit_learning_curve, stopping_signal
+from labelandlearn.learning.stopping import (
+    MIN_TREND_POINTS,
+    CurvePoint,
+    fit_learning_curve,
+    stopping_signal,
+)
 from labelandlearn.services.projects import get_project
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import ModelVersion, Project
@@ -173,16 +178,40 @@ def model_weights(db: Database, project_id: int, version: int | None = None) -> 
 # --------------------------------------------------------------------------- stopping signal
 
 
-def _version_rows(db: Database, project_id: int) -> list[tuple[int, int, dict[str, Any]]]:
-    """Return (version, n_labels, metrics) of every version of the project, oldest first."""
+def _version_rows(
+    db: Database, project_id: int
+) -> list[tuple[int, int, dict[str, Any], tuple[str, str, str]]]:
+    """Return (version, n_labels, metrics, model setup) of every version, oldest first.
+
+    The model setup is (recipe, featurizer, classifier) as the version was trained: a recipe
+    with embeddings trains on TF-IDF alone until every item has its vector.
+    """
     with db.session() as session:
         get_project(session, project_id)
         rows = session.execute(
-            select(ModelVersion.version, ModelVersion.n_labels, ModelVersion.metrics)
+            select(
+                ModelVersion.version,
+                ModelVersion.n_labels,
+                ModelVersion.metrics,
+                ModelVersion.model_name,
+                ModelVersion.params,
+            )
             .where(ModelVersion.project_id == project_id)
             .order_by(ModelVersion.version)
         ).all()
-        return [(version, n_labels, dict(metrics or {})) for version, n_labels, metrics in rows]
+        return [
+            (
+                version,
+                n_labels,
+                dict(metrics or {}),
+                (
+                    str(model_name),
+                    str((params or {}).get("featurizer", "")),
+                    str((params or {}).get("classifier", "")),
+                ),
+            )
+            for version, n_labels, metrics, model_name, params in rows
+        ]
 
 
 def _fold_scores(metrics: dict[str, Any]) -> list[float]:
@@ -203,10 +232,15 @@ def stopping_report(db: Database, project_id: int) -> dict[str, Any]:
     ``n_versions``.
     """
     rows = _version_rows(db, project_id)
-    versions = [(n_labels, _fold_scores(m)) for _, n_labels, m in rows if _fold_scores(m)]
+    # The learning curve follows the current model setup only: a jump between a TF-IDF model
+    # and one with embeddings, or between two recipes, is not a gain from more labels.
+    setup = rows[-1][3] if rows else None
+    versions = [
+        (n_labels, _fold_scores(m)) for _, n_labels, m, s in rows if s == setup and _fold_scores(m)
+    ]
     changes = [
         {"version": version, "n_labels": n_labels, **metrics["prediction_change"]}
-        for version, n_labels, metrics in rows
+        for version, n_labels, metrics, _ in rows
         if isinstance(metrics.get("prediction_change"), dict)
     ]
     signal = stopping_signal(versions, [float(change["kappa"]) for change in changes])
@@ -218,7 +252,8 @@ def stopping_report(db: Database, project_id: int) -> dict[str, Any]:
 
 
 def _fitted_curve(curve: list[CurvePoint]) -> list[dict[str, float]]:
-    if len(curve) < 2:
+    # As for the estimated gain, a curve through fewer than 3 points shows no trend.
+    if len(curve) < MIN_TREND_POINTS:
         return []
     fit = fit_learning_curve([p.n_labels for p in curve], [p.mean for p in curve])
     if fit.kind == "none":

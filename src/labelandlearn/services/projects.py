@@ -147,11 +147,12 @@ def _check_settings(spec: ProjectSpec) -> None:
         raise ValidationError(f"overlap must be between 1 and 50 annotators, got {spec.overlap}")
     if not 10 <= spec.lease_seconds <= 7 * 24 * 3600:
         raise ValidationError(
-            f"lease_seconds must be between 10 and 604800 seconds, got {spec.lease_seconds}"
+            f"the lease time must be between 10 seconds and 7 days (604800 seconds), got "
+            f"{spec.lease_seconds} seconds"
         )
     if not 1 <= spec.retrain_every <= 100_000:
         raise ValidationError(
-            f"retrain_every must be between 1 and 100000 answers, got {spec.retrain_every}"
+            f"the retrain interval must be between 1 and 100000 answers, got {spec.retrain_every}"
         )
 
 
