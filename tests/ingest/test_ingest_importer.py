@@ -220,6 +220,23 @@ def test_missing_text_column_lists_columns(db: Database, tmp_path: Path) -> None
     assert count(db, Dataset) == 0
 
 
+def test_label_map_empty_name_imports_unlabelled(db: Database, tmp_path: Path) -> None:
+    project_id = create_project(db)
+    rows = [["text", "rating"], ["bad news", "-1"], ["spam spam", "0"], ["good news", "1.0"]]
+    path = write_csv(tmp_path / "a.csv", rows)
+    # "0" maps to no label; "1" reaches "1.0" as the same number.
+    mapping = ColumnMapping(
+        "text", label_column="rating", label_map={"-1": "negative", "0": "", "1": ""}
+    )
+
+    report = import_file(db, project_id, path, None, mapping)
+
+    assert report.rows_with_errors == 0
+    assert report.rows_imported == 3
+    assert report.rows_labelled == 1
+    assert label_counts(db, project_id) == Counter({"negative": 1})
+
+
 def test_label_map_to_unknown_label_rejected(db: Database, tmp_path: Path) -> None:
     project_id = create_project(db)
     path = write_csv(tmp_path / "a.csv", [["text", "rating"], ["hello", "1"]])

@@ -1,7 +1,8 @@
-"""Access matrix: a user gets 404 for every endpoint of a project they are not a member of.
+"""Access matrix: a user gets 404 for every endpoint of a project they are not a member of,
+and a member gets 403 for every endpoint that their role does not allow.
 
 The endpoints are read from the application's URL map, so a new endpoint is covered without
-editing this file; each is called with the ids of another project.
+editing this file; each is called with the ids of another project, or of the member's own.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from labelandlearn.auth import users
-from labelandlearn.auth.permissions import set_membership
+from labelandlearn.auth.permissions import ROLE_ACTIONS, set_membership
 from labelandlearn.jobs.inprocess import SynchronousRunner
 from labelandlearn.settings import Settings
 from labelandlearn.storage.db import Database
@@ -63,9 +64,11 @@ def world(sqlite_db: Database, tmp_path: Path) -> Iterator[dict[str, Any]]:
     settings = Settings(data_dir=tmp_path, database_url=sqlite_db.url, accounts=True)
     users.create_user(sqlite_db, "admin", PASSWORD, is_admin=True)
     member = users.create_user(sqlite_db, "member", PASSWORD)
+    annotator = users.create_user(sqlite_db, "annotator", PASSWORD)
     own, other = _project(sqlite_db, "own"), _project(sqlite_db, "other")
     with sqlite_db.session() as session:
         set_membership(session, own["project_id"], member, "manager")
+        set_membership(session, own["project_id"], annotator, "annotator")
     app = create_app(settings, db=sqlite_db, runner=SynchronousRunner(sqlite_db))
     yield {"app": app, "db": sqlite_db, "own": own, "other": other}
 
@@ -94,6 +97,17 @@ def _scoped_rules(app: Flask) -> list[tuple[str, str, str]]:
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             rules.append((rule.endpoint, rule.rule, method))
     return rules
+
+
+def _required_action(app: Flask, endpoint: str, method: str) -> str:
+    """Return the action that the access check requires of a request to ``endpoint``."""
+    view = app.view_functions[endpoint]
+    action = getattr(view, "_lnl_action", None)
+    if action is None and hasattr(view, "view_class"):
+        action = getattr(getattr(view.view_class, method.lower(), None), "_lnl_action", None)
+    if action is not None:
+        return str(action)
+    return "view" if method == "GET" else "manage"
 
 
 def _url(rule: str, ids: dict[str, Any]) -> str:
@@ -139,6 +153,51 @@ def test_denies_every_endpoint_of_other_project(world: dict[str, Any]) -> None:
             allowed.append(f"{method} {url} ({endpoint}) -> {response.status_code}")
     assert allowed == []
     assert _row_counts(world["db"]) == before
+
+
+def test_denies_annotator_manage_endpoints_with_403(world: dict[str, Any]) -> None:
+    client, csrf = _login(world["app"], "annotator")
+    own = world["own"]
+    before = _row_counts(world["db"])
+    checked = []
+    wrong = []
+    for endpoint, rule, method in _scoped_rules(world["app"]):
+        action = _required_action(world["app"], endpoint, method)
+        if action in ROLE_ACTIONS["annotator"]:
+            continue
+        url = _url(rule, own)
+        response = client.open(
+            url,
+            method=method,
+            json={"id": str(uuid.uuid4()), "item_id": own["item_id"], "label": "a"},
+            headers={"X-CSRFToken": csrf, "Accept": "application/json"},
+        )
+        checked.append(endpoint)
+        body = response.get_data(as_text=True)
+        if response.status_code != 403 or "your role there is annotator" not in body:
+            wrong.append(f"{method} {url} ({endpoint}) -> {response.status_code}")
+    assert wrong == []
+    assert {"imports.upload_page", "api_labelling.train", "auth.members"} <= set(checked)
+    assert _row_counts(world["db"]) == before
+
+
+def test_allows_annotator_view_and_label_endpoints(world: dict[str, Any]) -> None:
+    client, _ = _login(world["app"], "annotator")
+    own = world["own"]
+    checked = []
+    refused = []
+    for endpoint, rule, method in _scoped_rules(world["app"]):
+        action = _required_action(world["app"], endpoint, method)
+        if method != "GET" or action not in ROLE_ACTIONS["annotator"]:
+            continue
+        url = _url(rule, own)
+        response = client.get(url)
+        checked.append(endpoint)
+        project_missing = f"project {own['project_id']} not found"
+        if response.status_code == 403 or project_missing in response.get_data(as_text=True):
+            refused.append(f"GET {url} ({endpoint}) -> {response.status_code}")
+    assert refused == []
+    assert {"labelling.label_page", "api_labelling.next_items", "dashboard.show"} <= set(checked)
 
 
 def test_allows_member_to_read_own_project(world: dict[str, Any]) -> None:

@@ -301,6 +301,8 @@ def test_dashboard_stopping_panel(client: FlaskClient, database: Database) -> No
 
     assert "Is labelling still paying off?" in html
     assert 'id="stopping-verdict">Still improving<' in html
+    # No trend yet, so the default verdict is grey, not green.
+    assert 'class="badge text-bg-secondary" id="stopping-verdict"' in html
     for name in ("stopping-curve", "prediction-change", "reliability"):
         assert f"/projects/{project_id}/plots/{name}.svg" in html
     assert 'id="embeddings-panel"' not in html

@@ -133,6 +133,21 @@ def test_import_job_maps_labels_and_reports(client: FlaskClient, database: Datab
     assert count_items(database, project_id, labelled=True) == 15
 
 
+def test_import_no_label_values_unlabelled(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    rows = tweet_rows(9, labelled=9)
+    # The import page sends "(no label)" as an empty name.
+    label_map = {"-1": "negative", "0": "", "1": ""}
+
+    job = import_rows(client, project_id, rows, label_map=label_map)
+
+    assert job["status"] == "done", job
+    assert job["result"]["rows_with_errors"] == 0
+    assert job["result"]["rows_imported"] == 9
+    assert job["result"]["rows_labelled"] == 3
+    assert count_items(database, project_id, labelled=True) == 3
+
+
 def test_import_keeps_duplicates_on_request(client: FlaskClient, database: Database) -> None:
     project_id = make_project(database)
     rows = tweet_rows(5, labelled=0)

@@ -20,7 +20,7 @@ class ColumnMapping:
 
     ``label_map`` maps values of the label column to label names, for example
     ``{"-1": "negative", "0": "useless", "1": "positive"}``; values that are label names
-    themselves need no entry.
+    themselves need no entry. A value mapped to "" imports its rows without a label.
     """
 
     text_column: str
@@ -74,6 +74,7 @@ class RowMapper:
         self._labels = labels
         self._labels_folded = {name.casefold(): label_id for name, label_id in labels.items()}
         self._check_columns(columns)
+        self._unlabelled: set[str] = set()
         self._label_map = self._resolve_label_map()
         self._used = {mapping.text_column, mapping.id_column, mapping.label_column}
 
@@ -101,6 +102,9 @@ class RowMapper:
     def _resolve_label_map(self) -> dict[str, int]:
         resolved: dict[str, int] = {}
         for value, name in (self.mapping.label_map or {}).items():
+            if not name.strip():
+                self._unlabelled.add(str(value).strip())
+                continue
             label_id = self._labels.get(name)
             if label_id is None:
                 raise ValidationError(
@@ -130,6 +134,10 @@ class RowMapper:
                 return folded
         return None
 
+    def _maps_to_no_label(self, value: str) -> bool:
+        value = value.strip()
+        return value in self._unlabelled or canonical_number(value) in self._unlabelled
+
     def map(self, record: Record) -> MappedRow | RowError:
         if record.error is not None:
             return RowError(record.line, record.error)
@@ -140,8 +148,8 @@ class RowMapper:
 
         label_id = None
         if self.mapping.label_column is not None:
-            raw_label = values.get(self.mapping.label_column)
-            if raw_label is not None and raw_label.strip():
+            raw_label = values.get(self.mapping.label_column) or ""
+            if raw_label.strip() and not self._maps_to_no_label(raw_label):
                 label_id = self.label_id_for(raw_label)
                 if label_id is None:
                     return RowError(record.line, self._unknown_label_reason(raw_label))

@@ -248,16 +248,20 @@ def next_items(
         payload = [item_payload(item) for item in items]
 
     if payload and predictor is not None:
-        _attach_predictions(db, project, payload, predictor)
+        attach_predictions(db, project, payload, predictor)
     return payload
 
 
-def _attach_predictions(
+def attach_predictions(
     db: Database,
     project: ProjectState,
     payload: list[dict[str, Any]],
     predictor: Predictor,
 ) -> None:
+    """Add the current model's ``prediction`` to each entry (with ``text``) of ``payload``.
+
+    Entries stay without one while the project has no model or an item has no cached vector.
+    """
     prediction = predictor.predict(
         db, project.id, [entry["text"] for entry in payload], current=project.model_key
     )

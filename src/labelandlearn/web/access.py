@@ -2,7 +2,9 @@
 
 Each view may declare the action it needs with ``@requires(...)``; without it, safe methods
 need "view" and others "manage". Ids in the URL (project_id, item_id, job_id, model_id) are
-resolved to their project, and a user who may not do the action there gets 404.
+resolved to their project. A user who is neither an admin nor a member of that project gets
+404, so the response does not reveal that the project exists. A member whose role lacks the
+action gets 403.
 
 The check reads through the request's database session (``request_session``). A view marked
 with ``@uses_request_session`` continues that session, so the check and the view share one
@@ -23,7 +25,7 @@ from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import Connection, Row, Table, and_, bindparam, select
 from sqlalchemy.orm import Session
 
-from labelandlearn.auth.permissions import ROLE_ACTIONS
+from labelandlearn.auth.permissions import ACTIONS, ROLE_ACTIONS, ROLES
 from labelandlearn.errors import LabelAndLearnError, NotFoundError
 from labelandlearn.services.labelling import (
     PROJECT_STATE_COLUMNS,
@@ -87,9 +89,22 @@ _SESSION_USER_AND_PROJECT_ACCESS = (
     .where(_ACTIVE_USER)
     .order_by(*PROJECT_STATE_ORDER)
 )
+# The user's role in each project they are a member of.
+_USER_ROLES = select(MEMBERSHIPS.c.project_id, MEMBERSHIPS.c.role).where(
+    MEMBERSHIPS.c.user_id == bindparam("user_id")
+)
 _PROJECT_OF = {
     key: select(model.__table__.c.project_id).where(model.__table__.c.id == bindparam("row_id"))
     for key, model in (("item_id", Item), ("job_id", Job), ("model_id", ModelVersion))
+}
+
+
+# Description of each project action, for the 403 message of a member whose role lacks it.
+ACTION_DESCRIPTIONS = {
+    "view": "view it",
+    "label": "label its items",
+    "review": "review its answers",
+    "manage": "change its settings and members, import, export or train its models",
 }
 
 
@@ -99,6 +114,15 @@ class NotAuthenticatedError(LabelAndLearnError):
 
 class ForbiddenError(LabelAndLearnError):
     http_status = 403
+
+
+def role_forbidden_message(project_id: int, role: str, action: str) -> str:
+    """Return the 403 message for a member whose ``role`` lacks ``action`` in the project."""
+    roles = [name for name in ROLES if action in ROLE_ACTIONS[name]]
+    return (
+        f"only a {' or '.join(roles)} of project {project_id} or an admin may "
+        f"{ACTION_DESCRIPTIONS.get(action, action)}; your role there is {role}"
+    )
 
 
 def requires(action: str) -> Callable[[F], F]:
@@ -148,6 +172,31 @@ def checked_project() -> ProjectState | None:
         return None
     project_id: int = rows[0].project_id
     return project_state_from_rows(project_id, rows)
+
+
+def project_actions(project_id: int) -> frozenset[str]:
+    """Return the project actions that the current user may do, for templates to hide controls.
+
+    An admin may do every action, a member those of their role, anyone else none. On a page
+    of one project the role comes from the access check's rows. On other pages the user's
+    roles in all projects are read once per request.
+    """
+    if not current_user.is_authenticated:
+        return frozenset()
+    if current_user.is_admin:
+        return frozenset(ACTIONS)
+    rows = g.get("access_project_rows")
+    if rows and rows[0].project_id == project_id:
+        role = rows[0].role
+    else:
+        roles: dict[int, str] | None = g.get("user_project_roles")
+        if roles is None:
+            with state().db.engine.connect() as connection:
+                result = connection.execute(_USER_ROLES, {"user_id": current_user.id})
+                roles = {row.project_id: row.role for row in result}
+            g.user_project_roles = roles
+        role = roles.get(project_id)
+    return ROLE_ACTIONS[role] if role is not None else frozenset()
 
 
 def lookup_session_user(user_id: int) -> Row[*tuple[Any, ...]] | None:
@@ -213,11 +262,12 @@ def _project_of_request(connection: Connection, view_args: dict[str, Any]) -> in
 def _require_project_access(
     connection: Connection, user_id: int, is_admin: bool, project_id: int, action: str
 ) -> None:
-    """Raise NotFoundError unless the user may do ``action`` in the project.
+    """Raise unless the user may do ``action`` in the project.
 
-    The same rule as ``auth.permissions.require_project_access``, read in one statement: the
-    project, its state and the user's membership in it. The session user lookup may have read
-    them already, for a URL with the project id.
+    A non-member gets NotFoundError, as from ``auth.permissions.require_project_access``; a
+    member whose role lacks the action gets ForbiddenError, which names the roles that have
+    it. The project, its state and the user's membership in it are read in one statement.
+    For a URL with the project id, the session user lookup may have read them already.
     """
     rows = g.get("access_project_rows")
     if rows is None or (rows and rows[0].project_id != project_id):
@@ -228,9 +278,12 @@ def _require_project_access(
     if rows and is_admin:
         return
     role = rows[0].role if rows else None
-    if role is None or action not in ROLE_ACTIONS[role]:
+    if role is None:
         g.access_project_rows = []
         raise NotFoundError(f"project {project_id} not found")
+    if action not in ROLE_ACTIONS[role]:
+        g.access_project_rows = []
+        raise ForbiddenError(role_forbidden_message(project_id, role, action))
 
 
 def check_request_access() -> Any:

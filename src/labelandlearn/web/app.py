@@ -139,8 +139,10 @@ def create_app(
         setup_token = secrets.token_urlsafe(16)
         # Shown on the console, not in the log, like a first-run code: it lets whoever runs
         # the server create the first admin on the /setup page.
+        # The code is printed on a line of its own, so that copying it takes no punctuation.
         print(  # noqa: T201
-            f"No admin account yet. Open /setup and enter the setup code {setup_token}, "
+            "No admin account yet. Open /setup and enter this setup code:\n"
+            f"    {setup_token}\n"
             "or run: labelandlearn users create NAME --admin",
             file=sys.stderr,
             flush=True,
@@ -158,16 +160,18 @@ def create_app(
     Bootstrap5(app)
     csrf = CSRFProtect(app)
     _setup_login(app)
-    from labelandlearn.web.access import setup_access
+    from labelandlearn.web.access import project_actions, setup_access
 
     setup_access(app, csrf)
     _register_blueprints(app)
     _register_error_handlers(app)
     app.after_request(_security_headers)
 
-    @app.context_processor
-    def inject_accounts() -> dict[str, Any]:
-        return {"accounts_enabled": settings.accounts}
+    # Jinja globals, unlike context processor values, also reach macros imported without
+    # context, such as the project tabs of _project_nav.html.
+    app.jinja_env.globals.update(
+        accounts_enabled=settings.accounts, project_actions=project_actions
+    )
 
     if settings.embeddings == "background":
         from labelandlearn.learning.project_embeddings import resume_embeddings

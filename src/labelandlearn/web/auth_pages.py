@@ -25,7 +25,7 @@ from labelandlearn.auth import users
 from labelandlearn.auth.permissions import ROLES, set_membership
 from labelandlearn.errors import LabelAndLearnError, NotFoundError
 from labelandlearn.services.projects import get_project
-from labelandlearn.storage.models import ApiToken, Membership, User
+from labelandlearn.storage.models import ApiToken, Membership, Project, User
 from labelandlearn.web.access import ADMIN, AUTHENTICATED, PUBLIC, requires
 from labelandlearn.web.state import state
 
@@ -250,12 +250,14 @@ def admin_users() -> Any:
         flash(str(error), "error")
     with state().db.session() as session:
         all_users = list(session.scalars(select(User).where(User.username != users.LOCAL_USERNAME)))
+        projects = session.execute(select(Project.id, Project.name).order_by(Project.name)).all()
     return render_template(
         "auth/users.html",
         user_form=user_form,
         invite_form=invite_form,
         users=all_users,
         invite_link=invite_link,
+        projects=projects,
     )
 
 

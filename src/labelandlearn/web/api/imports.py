@@ -91,7 +91,8 @@ def start_import(body: dict[str, Any], project_id: int) -> dict[str, Any]:
         text_column=body["text_column"],
         id_column=body["id_column"] or None,
         label_column=body["label_column"] or None,
-        label_map={k: v for k, v in (body["label_map"] or {}).items() if v} or None,
+        # An empty label name means "(no label)": those rows import unlabelled.
+        label_map=dict(body["label_map"] or {}) or None,
     )
     # Checking here reports a wrong column or label map at once instead of as a failed job.
     RowMapper(mapping, sniff_file(stored.path, stored.filename).columns, labels)

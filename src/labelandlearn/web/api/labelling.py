@@ -6,30 +6,38 @@ from typing import Any
 
 from flask_login import current_user
 from flask_smorest import Blueprint
+from sqlalchemy import select
 
 from labelandlearn.errors import ValidationError
 from labelandlearn.services import labelling as service
 from labelandlearn.services.projects import get_project
+from labelandlearn.storage.models import Item
 from labelandlearn.web.access import (
     checked_project,
     request_session,
     requires,
     uses_request_session,
 )
-from labelandlearn.web.api.schemas import AnswerInSchema, NextItemsQuerySchema
+from labelandlearn.web.api.schemas import (
+    AnswerInSchema,
+    ItemPredictionsQuerySchema,
+    NextItemsQuerySchema,
+)
 from labelandlearn.web.state import state
 
 blp = Blueprint("api_labelling", __name__, description="Labelling: items, answers, progress")
 
 
-def _parse_ids(raw: str) -> list[int]:
+def _parse_ids(raw: str, parameter: str = "exclude") -> list[int]:
     ids = []
     for part in raw.split(","):
         part = part.strip()
         if not part:
             continue
         if not part.isdigit():
-            raise ValidationError(f"exclude must list item ids separated by commas, got {part!r}")
+            raise ValidationError(
+                f"{parameter} must list item ids separated by commas, got {part!r}"
+            )
         ids.append(int(part))
     return ids
 
@@ -55,6 +63,37 @@ def next_items(query: dict[str, Any], project_id: int) -> dict[str, Any]:
         project=checked_project(),
     )
     return {"items": items}
+
+
+@blp.route("/projects/<int:project_id>/items/predictions")
+@requires("label")
+@blp.arguments(ItemPredictionsQuerySchema(), location="query")
+@blp.response(200)
+def item_predictions(query: dict[str, Any], project_id: int) -> dict[str, Any]:
+    """Return the current model's prediction of each listed item, in the shape of next items.
+
+    The labelling screen calls this when a new model version became current, so that the item
+    on screen and the prefetched ones show the new model's suggestion. Ids of items that are
+    not in the project are left out. ``prediction`` is null while the project has no model.
+    """
+    ids = _parse_ids(query["ids"], "ids")
+    if len(ids) > service.MAX_BATCH:
+        raise ValidationError(f"ids lists {len(ids)} items; send at most {service.MAX_BATCH}")
+    app_state = state()
+    with app_state.db.session() as session:
+        project = checked_project() or service.load_project_state(session, project_id)
+        rows = session.execute(
+            select(Item.id, Item.text).where(Item.project_id == project_id, Item.id.in_(ids))
+        ).all()
+    payload = [{"id": row.id, "text": row.text} for row in rows]
+    if payload:
+        # While a newer model loads in the background, predict() serves the previous one. get()
+        # waits for the load, so the predictions come from the model that is now current.
+        app_state.models.get(app_state.db, project_id)
+        service.attach_predictions(app_state.db, project, payload, app_state.models)
+    return {
+        "items": [{"id": entry["id"], "prediction": entry.get("prediction")} for entry in payload]
+    }
 
 
 @blp.route("/projects/<int:project_id>/answers", methods=["POST"])

@@ -44,6 +44,13 @@ class NextItemsQuerySchema(Schema):
     )
 
 
+class ItemPredictionsQuerySchema(Schema):
+    ids = fields.String(
+        required=True,
+        metadata={"description": "comma-separated ids of the items to predict, at most 50"},
+    )
+
+
 class AnswerInSchema(Schema):
     id = fields.String(
         load_default=None,

@@ -57,7 +57,12 @@ def show(project_id: int) -> str:
         plots=PLOTS,
         stopping=stopping,
         stopping_message=_without_verdict(stopping["message"], stopping["verdict"]),
-        verdict_style=VERDICT_STYLES.get(stopping["verdict"], "secondary"),
+        # Without a trend (fewer than 3 label counts) the verdict is a default, shown grey.
+        verdict_style=(
+            VERDICT_STYLES.get(stopping["verdict"], "secondary")
+            if stopping["estimated_gain_next_100"] is not None
+            else "secondary"
+        ),
         last_change=(stopping["prediction_changes"] or [None])[-1],
         embeddings=project_embeddings.embedding_status(db, project_id),
     )

@@ -195,13 +195,27 @@ async function onUpload() {
 }
 
 function labelMap() {
+  // "(no label)" is sent as an empty name: the rows with that value import unlabelled.
   const map = {};
   document.querySelectorAll("#label-map-table select").forEach((select) => {
-    if (select.value) {
-      map[select.dataset.value] = select.value;
-    }
+    map[select.dataset.value] = select.value;
   });
   return map;
+}
+
+function labelColumnToImport() {
+  const column = labelSelect.value;
+  if (!column || upload.values[column] === null) {
+    return column || null;
+  }
+  // With every value of the column mapped to "(no label)", the column labels no row. Sent as
+  // the label column, each value that is no label name would reject its row, so the column is
+  // imported as an ordinary column and the rows arrive unlabelled.
+  const selects = Array.from(document.querySelectorAll("#label-map-table select"));
+  if (selects.length > 0 && selects.every((select) => !select.value)) {
+    return null;
+  }
+  return column;
 }
 
 function showReport(result) {
@@ -237,12 +251,13 @@ async function onImport() {
   importButton.disabled = true;
   const progress = document.getElementById("import-progress");
   const message = document.getElementById("import-message");
+  const labelColumn = labelColumnToImport();
   const body = {
     upload_id: upload.upload_id,
     text_column: textSelect.value,
     id_column: idSelect.value || null,
-    label_column: labelSelect.value || null,
-    label_map: labelSelect.value ? labelMap() : null,
+    label_column: labelColumn,
+    label_map: labelColumn ? labelMap() : null,
     duplicates: document.querySelector('input[name="duplicates"]:checked').value,
   };
   try {

@@ -46,7 +46,10 @@ const state = {
   pending: new Map(),
   history: [],
   modelVersions: new Map(),
-  currentModelId: null,
+  // The current model version's id; undefined until the model list has loaded once.
+  currentModelId: undefined,
+  // Counts prediction refreshes, so that the response to an older one cannot overwrite a newer.
+  predictionRefreshes: 0,
   trainingJob: null,
 };
 
@@ -72,11 +75,17 @@ function fetchMore() {
   state.fetching = apiFetch(url)
     .then((body) => {
       const known = new Set(knownIds());
+      let stale = false;
       for (const item of body.items) {
         if (!known.has(item.id)) {
           state.queue.push(item);
           noteModelVersion(item);
+          stale = stale || hasStalePrediction(item);
         }
+      }
+      if (stale) {
+        // The server predicted these items before it had loaded the newest model.
+        refreshPredictions();
       }
     })
     .catch((error) => showError(`Could not load the next texts: ${error.message}`))
@@ -318,9 +327,12 @@ async function refreshProgress() {
     if (performance.now() - modelsRefreshedAt > MODEL_REFRESH_MS) {
       refreshModels();
     }
+    // The server computes the figure over the answers of every labeller of the project.
     document.getElementById("live-accuracy-note").textContent = live.answers
-      ? `Suggestion matched your answer, over the last ${live.answers} answers.`
-      : "Share of answers that matched the suggestion (none yet).";
+      ? `Suggestions that matched the answer, over the project's last ${live.answers} ` +
+        "answers with a suggestion, from all labellers."
+      : "Suggestions that matched the answer, over the project's answers from all labellers " +
+        "(none yet).";
   } catch (error) {
     showError(`Could not load the progress: ${error.message}`);
   }
@@ -340,18 +352,18 @@ async function refreshModels() {
     state.modelVersions = new Map(body.models.map((model) => [model.id, model]));
     const current = body.models.find((model) => model.is_current);
     const status = document.getElementById("model-status");
+    const previousModelId = state.currentModelId;
+    state.currentModelId = current ? current.id : null;
     if (!current) {
       status.textContent = "No model yet. Retrain once every label has a few examples.";
-      return;
+    } else {
+      const f1 = current.macro_f1 === null ? "–" : current.macro_f1.toFixed(3);
+      status.textContent = `Version ${current.version}, trained on ${current.n_labels} labels: ` +
+        `cross-validated macro-F1 ${f1}, accuracy ${percent(current.accuracy)}.`;
     }
-    const f1 = current.macro_f1 === null ? "–" : current.macro_f1.toFixed(3);
-    status.textContent = `Version ${current.version}, trained on ${current.n_labels} labels: ` +
-      `cross-validated macro-F1 ${f1}, accuracy ${percent(current.accuracy)}.`;
-    if (state.currentModelId !== null && state.currentModelId !== current.id) {
-      refreshQueuePredictions();
-    }
-    state.currentModelId = current.id;
-    if (state.current) {
+    if (previousModelId !== undefined && previousModelId !== state.currentModelId) {
+      await refreshPredictions();
+    } else if (state.current) {
       renderPrediction(state.current);
     }
   } catch (error) {
@@ -359,10 +371,44 @@ async function refreshModels() {
   }
 }
 
-function refreshQueuePredictions() {
-  // Queued items carry the old model's predictions; fetch them again from the new model.
-  state.queue = [];
-  fetchMore();
+function hasStalePrediction(item) {
+  return Boolean(state.currentModelId) && Boolean(item.prediction) &&
+    item.prediction.model_version_id !== state.currentModelId;
+}
+
+async function refreshPredictions() {
+  // The shown and the prefetched items carry the previous model's predictions (or none,
+  // before the first model); ask the current model for theirs. The items keep their leases.
+  const items = state.current ? [state.current, ...state.queue] : [...state.queue];
+  if (items.length === 0) {
+    return;
+  }
+  const refresh = ++state.predictionRefreshes;
+  const ids = items.map((item) => item.id).join(",");
+  try {
+    const body = await apiFetch(`${api}/items/predictions?ids=${encodeURIComponent(ids)}`);
+    if (refresh !== state.predictionRefreshes) {
+      return;
+    }
+    const predictions = new Map(body.items.map((entry) => [entry.id, entry.prediction]));
+    for (const item of items) {
+      if (!predictions.has(item.id)) {
+        continue;
+      }
+      const prediction = predictions.get(item.id);
+      if (prediction) {
+        item.prediction = prediction;
+        noteModelVersion(item);
+      } else {
+        delete item.prediction;
+      }
+    }
+    if (state.current) {
+      renderPrediction(state.current);
+    }
+  } catch (error) {
+    showError(`Could not load the new model's suggestions: ${error.message}`);
+  }
 }
 
 async function retrain() {
@@ -385,9 +431,9 @@ async function retrain() {
       showError(`Training failed; the previous model stays in use. ${job.error}`);
       message.textContent = "Training failed.";
     } else {
-      message.textContent = "Training finished; suggestions now come from the new model.";
+      // refreshModels also fetches the new model's suggestions for the shown and queued items.
       await refreshModels();
-      refreshQueuePredictions();
+      message.textContent = "Training finished; suggestions now come from the new model.";
     }
   } catch (error) {
     showError(`Training could not start: ${error.message}`);
@@ -419,10 +465,13 @@ document.getElementById("help-button").addEventListener("click", () => {
   document.getElementById("key-help").classList.toggle("d-none");
 });
 document.getElementById("label-alert-close").addEventListener("click", () => showError(""));
-retrainButton.addEventListener("click", (event) => {
-  event.currentTarget.blur();
-  retrain();
-});
+// Only users who may train the project's models get the button.
+if (retrainButton) {
+  retrainButton.addEventListener("click", (event) => {
+    event.currentTarget.blur();
+    retrain();
+  });
+}
 document.addEventListener("keydown", onKeyDown);
 window.addEventListener("beforeunload", (event) => {
   if (state.pending.size > 0) {
