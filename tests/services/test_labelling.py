@@ -148,13 +148,16 @@ def test_doubled_request_stores_one_answer(db: Database) -> None:
         assert session.scalar(select(func.count()).select_from(Answer)) == 1
 
 
-def test_retry_with_unknown_item_returns_stored_answer(db: Database) -> None:
+def test_reused_id_for_other_answer_conflicts(db: Database) -> None:
     project_id, labels = make_project(db)
     user = make_user(db, "u")
     item_id = labelling.next_items(db, project_id, user, limit=1)[0]["id"]
     answer_id = str(uuid.uuid4())
     labelling.submit_answer(db, project_id, user, answer(item_id, labels[0], answer_id))
-    retry = labelling.submit_answer(db, project_id, user, answer(10**9, labels[1], answer_id))
+    for reused in (answer(10**9, labels[0], answer_id), answer(item_id, labels[1], answer_id)):
+        with pytest.raises(ConflictError, match=f"already stores an answer for item {item_id}"):
+            labelling.submit_answer(db, project_id, user, reused)
+    retry = labelling.submit_answer(db, project_id, user, answer(item_id, labels[0], answer_id))
     assert retry["created"] is False
     assert retry["item_id"] == item_id
     assert retry["label"] == "a"

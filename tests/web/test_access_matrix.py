@@ -271,3 +271,92 @@ def test_allows_next_items_to_exclude_prefetched(world: dict[str, Any]) -> None:
     bad = client.get(f"{url}?exclude=1,x")
     assert bad.status_code == 422
     assert "exclude" in bad.get_json()["error"]["message"]
+
+
+def test_denies_cookie_with_junk_token(world: dict[str, Any]) -> None:
+    """A session cookie beside a bad token neither skips CSRF nor lends its rights."""
+    client, _ = _login(world["app"], "admin")
+    own = world["own"]
+    headers = {"Authorization": "Bearer junk", "Accept": "application/json"}
+
+    created = client.post("/api/v1/projects", json={"name": "x", "labels": ["a", "b"]},
+                          headers=headers)
+    deleted = client.delete(f"/api/v1/projects/{own['project_id']}", headers=headers)
+
+    assert created.status_code == 401
+    assert deleted.status_code == 401
+    assert client.get(f"/api/v1/projects/{own['project_id']}").status_code == 200
+
+
+def test_token_decides_beside_cookie(world: dict[str, Any]) -> None:
+    with world["db"].session() as session:
+        annotator_id = users.find_user(session, "annotator").id
+    token = users.create_api_token(world["db"], annotator_id, "script")
+    client, _ = _login(world["app"], "admin")
+    own = world["own"]
+
+    response = client.delete(
+        f"/api/v1/projects/{own['project_id']}", headers={"Authorization": f"Bearer {token}"}
+    )
+
+    # The annotator's token acts as the annotator, not as the admin of the cookie.
+    assert response.status_code == 403
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/projects/99999999999999999999",
+        "/api/v1/projects/{project_id}/models/99999999999999999999",
+        "/api/v1/jobs/99999999999999999999",
+    ],
+)
+def test_denies_ids_beyond_64_bits_with_404(world: dict[str, Any], path: str) -> None:
+    client, _ = _login(world["app"], "admin")
+
+    response = client.get(path.format(**world["own"]), headers={"Accept": "application/json"})
+
+    assert response.status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [("exclude=%C2%B2", 422), ("exclude=%EF%BC%91", 422), ("exclude=99999999999999999999", 422)],
+)
+def test_denies_odd_digits_in_id_lists(world: dict[str, Any], query: str, status: int) -> None:
+    client, _ = _login(world["app"], "member")
+    url = f"/api/v1/projects/{world['own']['project_id']}/items/next?{query}"
+
+    response = client.get(url)
+
+    assert response.status_code == status
+    assert "exclude must list item ids" in response.get_json()["error"]["message"]
+
+
+def test_denies_body_numbers_beyond_64_bits(world: dict[str, Any]) -> None:
+    client, csrf = _login(world["app"], "member")
+    own = world["own"]
+    body = {"id": str(uuid.uuid4()), "item_id": 2**70, "label": "b"}
+
+    response = client.post(
+        f"/api/v1/projects/{own['project_id']}/answers",
+        json=body,
+        headers={"X-CSRFToken": csrf, "Accept": "application/json"},
+    )
+
+    assert response.status_code in (404, 422)
+    assert "internal error" not in response.get_json()["error"]["message"]
+
+
+def test_denies_deeply_nested_json(world: dict[str, Any]) -> None:
+    client, csrf = _login(world["app"], "admin")
+
+    response = client.post(
+        "/api/v1/projects",
+        data="[" * 100_000 + "]" * 100_000,
+        headers={"X-CSRFToken": csrf, "Content-Type": "application/json",
+                 "Accept": "application/json"},
+    )
+
+    assert response.status_code == 400
+    assert "nested too deeply" in response.get_json()["error"]["message"]

@@ -11,7 +11,7 @@ from web_helpers import XSS, api_headers, csv_bytes, import_rows, make_project, 
 
 from labelandlearn.settings import Settings
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Item
+from labelandlearn.storage.models import Item, Job
 
 
 def count_items(database: Database, project_id: int, labelled: bool | None = None) -> int:
@@ -208,3 +208,40 @@ def test_import_page_renders(client: FlaskClient, database: Database) -> None:
     html = page.get_data(as_text=True)
     assert 'data-max-upload-mb="1"' in html
     assert "js/import.js" in html
+
+
+def test_upload_of_deeply_nested_json_is_deleted(
+    client: FlaskClient, database: Database, settings: Settings
+) -> None:
+    project_id = make_project(database)
+
+    response = upload(client, project_id, b"[" * 100_000 + b"]" * 100_000, "deep.json")
+
+    assert response.status_code == 422
+    assert "nests its JSON too deeply" in response.get_json()["error"]["message"]
+    folder = settings.data_dir / "uploads" / str(project_id)
+    assert not folder.exists() or not any(folder.iterdir())
+
+
+def test_deleting_project_removes_its_files(
+    client: FlaskClient, database: Database, settings: Settings, tmp_path: Path
+) -> None:
+    project_id = make_project(database)
+    assert upload(client, project_id, csv_bytes(tweet_rows(3, labelled=0))).status_code == 201
+    exported = settings.data_dir / "exports" / "tweets.csv"
+    exported.parent.mkdir(parents=True, exist_ok=True)
+    exported.write_text("text\n", encoding="utf-8")
+    outside = tmp_path / "elsewhere.csv"
+    outside.write_text("keep\n", encoding="utf-8")
+    with database.session() as session:
+        for path in (exported, outside):
+            session.add(Job(project_id=project_id, kind="export", status="done",
+                            result={"path": str(path)}))
+
+    response = client.delete(f"/api/v1/projects/{project_id}", headers=api_headers(client))
+
+    assert response.status_code == 204
+    assert not (settings.data_dir / "uploads" / str(project_id)).exists()
+    assert not exported.exists()
+    # Only files in the data folder's exports go, whatever a job row names.
+    assert outside.exists()

@@ -146,13 +146,50 @@ def test_retried_answer_returns_stored_one(world: dict[str, Any]) -> None:
     answer_id = str(uuid.uuid4())
 
     first = _answer(client, headers, project_id, item["id"], id=answer_id)
-    again = _answer(client, headers, project_id, item["id"], id=answer_id, label="positive")
+    again = _answer(client, headers, project_id, item["id"], id=answer_id)
 
     assert first.status_code == 201
     assert first.get_json()["created"] is True
     assert again.status_code == 201
     assert again.get_json()["created"] is False
     assert again.get_json()["label"] == "useless"
+
+
+def test_reused_answer_id_conflicts(world: dict[str, Any]) -> None:
+    project_id = world["project_id"]
+    client, headers = _login(world, "annotator")
+    item = _next_item(client, project_id)
+    answer_id = str(uuid.uuid4())
+    assert _answer(client, headers, project_id, item["id"], id=answer_id).status_code == 201
+
+    # The same id with another label, or for another item, is not a retry.
+    other_label = _answer(client, headers, project_id, item["id"], id=answer_id, label="positive")
+    other_item = _answer(client, headers, project_id, 99_999, id=answer_id)
+
+    for response in (other_label, other_item):
+        assert response.status_code == 409
+        error = response.get_json()["error"]
+        assert f"already stores an answer for item {item['id']}" in error["message"]
+        assert error["details"]["current"]["label"] == "useless"
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"model_version_id": 424_242}, "model_version_id 424242 is not a model version"),
+        ({"duration_ms": -100}, "duration_ms"),
+        ({"predicted_confidence": -5.5}, "predicted_confidence"),
+    ],
+)
+def test_answer_fields_checked(world: dict[str, Any], extra: dict[str, Any], fragment: str) -> None:
+    project_id = world["project_id"]
+    client, headers = _login(world, "annotator")
+    item = _next_item(client, project_id)
+
+    response = _answer(client, headers, project_id, item["id"], **extra)
+
+    assert response.status_code == 422
+    assert fragment in response.get_json()["error"]["message"]
 
 
 def test_item_of_other_annotator_conflicts(world: dict[str, Any]) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from web_fixtures import app, client, database, settings  # noqa: F401
-from web_helpers import XSS, csrf_token, make_project
+from web_helpers import XSS, api_headers, csrf_token, make_project
 
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Label, Project
@@ -131,6 +132,26 @@ def test_api_post_without_csrf_header_is_rejected(client: FlaskClient, database:
 
     assert response.status_code == 400
     assert response.get_json()["error"]["status"] == 400
+    assert count_projects(database) == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("retrain_every", "retrain interval must be between 1 and 100000 answers, got 0"),
+        ("overlap", "overlap must be between 1 and 50 annotators, got 0"),
+        ("lease_seconds", "lease time must be between 10 seconds and 7 days"),
+    ],
+)
+def test_api_zero_setting_rejected(
+    client: FlaskClient, database: Database, field: str, message: str
+) -> None:
+    body = {"name": "api", "labels": [{"name": "a"}, {"name": "b"}], field: 0}
+
+    response = client.post("/api/v1/projects", json=body, headers=api_headers(client))
+
+    assert response.status_code == 422
+    assert message in response.get_json()["error"]["message"]
     assert count_projects(database) == 0
 
 

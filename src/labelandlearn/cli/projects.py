@@ -209,5 +209,5 @@ def delete(
             f"item{'' if items == 1 else 's'}, {labelled} of them labelled?",
             abort=True,
         )
-    service.delete_project(db, project_id)
+    service.delete_project(db, project_id, cli_state(ctx).settings.data_dir)
     stdout.print(f"deleted project {project_id} {project_name!r}", markup=False)

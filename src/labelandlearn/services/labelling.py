@@ -356,6 +356,7 @@ def submit_answer(
         if previous is not None:
             if previous.project_id != project_id or previous.user_id != user_id:
                 raise ConflictError(f"answer id {answer_id} is already used")
+            _check_same_answer(project, answer, previous, answer_id)
             return {**_answer_payload(previous, project.labels), "created": False}
 
         label_id = _resolve_label(project, answer)
@@ -393,7 +394,7 @@ def submit_answer(
             connection.execute(_INSERT_ANSWER, row)
         except IntegrityError:
             session.rollback()
-            return _answer_after_race(db, project_id, user_id, answer_id)
+            return _answer_after_race(db, project_id, user_id, answer_id, answer.model_version_id)
         refresh_training_labels(session, project, [item.id])
         text = item.text
         result = {**_answer_payload(SimpleNamespace(**row), project.labels), "created": True}
@@ -401,6 +402,24 @@ def submit_answer(
     if label_id is not None:
         _learn_and_check_retrain(db, project, text, project.labels[label_id], predictor, runner)
     return result
+
+
+def _check_same_answer(
+    project: ProjectState, answer: AnswerInput, previous: Any, answer_id: str
+) -> None:
+    """Raise ConflictError when a request reuses an answer id for a different answer.
+
+    A retry or a doubled request repeats the item and the label, and gets the stored answer
+    back. Another item or label under the same id is a client error, which must not be
+    reported as stored.
+    """
+    if previous.item_id == answer.item_id and previous.label_id == _resolve_label(project, answer):
+        return
+    raise ConflictError(
+        f"answer id {answer_id} already stores an answer for item {previous.item_id}; send a "
+        "new id for a different answer",
+        details={"current": _answer_payload(previous, project.labels)},
+    )
 
 
 def _previous_answer(
@@ -498,13 +517,26 @@ retrain_checks = RetrainChecks()
 
 
 def _answer_after_race(
-    db: Database, project_id: int, user_id: int, answer_id: str
+    db: Database, project_id: int, user_id: int, answer_id: str, model_version_id: int | None
 ) -> dict[str, Any]:
-    """Return the answer that a concurrent request with the same id stored first."""
+    """Return the answer that a concurrent request with the same id stored first.
+
+    Without one, the insert broke another constraint: a model version that is not the
+    project's is reported as such, anything else as a concurrent answer.
+    """
     with db.session() as session:
         stored = session.execute(
             select(*ANSWER_COLUMNS, ANSWERS.c.user_id).where(ANSWERS.c.id == answer_id)
         ).first()
+        if stored is None and model_version_id is not None:
+            version_project = session.scalar(
+                select(ModelVersion.project_id).where(ModelVersion.id == model_version_id)
+            )
+            if version_project != project_id:
+                raise ValidationError(
+                    f"model_version_id {model_version_id} is not a model version of project "
+                    f"{project_id}; send the id that came with the item's prediction, or none"
+                )
         if stored is None or stored.user_id != user_id:
             raise ConflictError("another answer for this item was stored at the same time")
         return {**_answer_payload(stored, _label_map(session, project_id)), "created": False}

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import exists, func, select, update
@@ -17,6 +20,7 @@ from labelandlearn.storage.models import (
     DEFAULT_STRATEGY,
     Answer,
     Item,
+    Job,
     Label,
     Project,
 )
@@ -292,13 +296,34 @@ def update_project(db: Database, project_id: int, spec: ProjectSpec) -> None:
         logger.info("project %s updated", project_id)
 
 
-def delete_project(db: Database, project_id: int) -> None:
+def delete_project(db: Database, project_id: int, data_dir: Path | None = None) -> None:
+    """Delete the project with its rows; with ``data_dir``, also its uploads and exports.
+
+    Files go after the commit, so a failed delete keeps them. SQLite can give a new project
+    the id of a deleted one, and the uploads folder is named by that id, so leaving it would
+    hand the old uploads to the new project.
+    """
     with db.session() as session:
         project = get_project(session, project_id)
+        exports = session.scalars(
+            select(Job.result).where(Job.project_id == project_id, Job.kind == "export")
+        ).all()
         project.current_model_id = None
         session.flush()
         session.delete(project)
+    if data_dir is not None:
+        _delete_files(Path(data_dir), project_id, exports)
     logger.info("project %s deleted", project_id)
+
+
+def _delete_files(data_dir: Path, project_id: int, exports: Sequence[Any]) -> None:
+    shutil.rmtree(data_dir / "uploads" / str(project_id), ignore_errors=True)
+    export_folder = (data_dir / "exports").resolve()
+    for result in exports:
+        path = Path(str((result or {}).get("path", ""))).resolve()
+        # Only files inside the data folder's exports: a job row names the file it wrote.
+        if path.parent == export_folder:
+            path.unlink(missing_ok=True)
 
 
 def project_summary(session: Session, project: Project) -> dict[str, Any]:

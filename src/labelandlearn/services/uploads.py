@@ -20,7 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from labelandlearn.errors import LabelAndLearnError, NotFoundError, UploadTooLargeError
+from labelandlearn.errors import (
+    ImportFormatError,
+    NotFoundError,
+    UploadTooLargeError,
+)
 from labelandlearn.ingest.readers import RecordReader
 from labelandlearn.ingest.sniff import sniff_file
 
@@ -167,9 +171,18 @@ def _add_distinct(
 
 
 def describe_or_delete(upload: StoredUpload, data_dir: Path, project_id: int) -> dict[str, Any]:
-    """Describe an upload; a file that cannot be imported is deleted before the error rises."""
+    """Describe an upload; a file that cannot be imported is deleted before the error rises.
+
+    Any error deletes it, not only the expected ones: a file that breaks the reader (JSON
+    nested deeper than Python's recursion limit, say) would otherwise stay on disk.
+    """
     try:
         return describe_upload(upload)
-    except LabelAndLearnError:
+    except RecursionError:
+        delete_upload(data_dir, project_id, upload.upload_id)
+        raise ImportFormatError(
+            f"{upload.filename} nests its JSON too deeply to read; flatten the records"
+        ) from None
+    except Exception:
         delete_upload(data_dir, project_id, upload.upload_id)
         raise

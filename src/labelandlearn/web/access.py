@@ -341,7 +341,9 @@ def setup_access(app: Flask, csrf: CSRFProtect) -> None:
         response = check_request_access()
         if response is not None:
             return response
-        token_auth = request.headers.get("Authorization", "").startswith("Bearer ")
+        # Only a request that a valid token authenticated skips CSRF, not any request that
+        # merely carries an Authorization header next to a session cookie.
+        token_auth = bool(getattr(current_user, "via_token", False))
         if request.method not in ("GET", "HEAD", "OPTIONS") and not token_auth:
             csrf.protect()
         return None

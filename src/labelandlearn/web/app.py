@@ -115,6 +115,10 @@ def create_app(
     from labelandlearn.learning.online import ModelCache
 
     app = Flask(__name__)
+    from labelandlearn.web.ids import IdConverter
+
+    # Set before any route is added: rules pick their converters when they are added.
+    app.url_map.converters["int"] = IdConverter
     app.config.update(
         SECRET_KEY=load_secret_key(settings),
         MAX_CONTENT_LENGTH=settings.max_upload_bytes,
@@ -198,6 +202,10 @@ def _setup_login(app: Flask) -> None:
     @login_manager.user_loader
     def load_session_user(user_id: str) -> LoginUser | None:
         state: AppState = app.extensions["labelandlearn"]
+        if request.headers.get("Authorization", "").startswith("Bearer "):
+            # A request that sends a token is the token's: a session cookie beside it neither
+            # adds the cookie user's rights nor lets a bad token pass.
+            return None
         if not state.settings.accounts or not user_id.isdigit():
             return None
         # This runs on every request of a logged-in user, so the lookup is a prebuilt Core
@@ -294,6 +302,15 @@ def _register_error_handlers(app: Flask) -> None:
         if isinstance(data, dict) and data.get("messages"):
             message = f"invalid request: {data['messages']}"
         return render(error.code or 500, str(message))
+
+    @app.errorhandler(OverflowError)
+    def number_too_large(_error: OverflowError) -> Any:
+        # SQLite's driver cannot bind an integer beyond 64 bits, such as an id in a body.
+        return render(422, "a number in the request is too large; ids and counts fit in 64 bits")
+
+    @app.errorhandler(RecursionError)
+    def nested_too_deeply(_error: RecursionError) -> Any:
+        return render(400, "the request body is nested too deeply to read")
 
     @app.errorhandler(Exception)
     def unexpected(error: Exception) -> Any:

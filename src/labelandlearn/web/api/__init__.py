@@ -10,6 +10,11 @@ def register_api(app: Flask) -> Api:
     from labelandlearn.web.api import exports, imports, jobs, labelling, models, projects, team
 
     api = Api(app)
+    from flask_smorest.spec.plugins import integerconverter2paramschema
+
+    from labelandlearn.web.ids import IdConverter
+
+    api.register_converter(IdConverter, integerconverter2paramschema)
     for module in (projects, labelling, jobs, imports, exports, models, team):
         api.register_blueprint(module.blp, url_prefix="/api/v1")
     return api

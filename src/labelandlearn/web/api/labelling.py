@@ -23,18 +23,21 @@ from labelandlearn.web.api.schemas import (
     ItemPredictionsQuerySchema,
     NextItemsQuerySchema,
 )
+from labelandlearn.web.ids import MAX_ID
 from labelandlearn.web.state import state
 
 blp = Blueprint("api_labelling", __name__, description="Labelling: items, answers, progress")
 
 
 def _parse_ids(raw: str, parameter: str = "exclude") -> list[int]:
+    """Return the ids of a comma-separated list; raise ValidationError for anything else."""
     ids = []
     for part in raw.split(","):
         part = part.strip()
         if not part:
             continue
-        if not part.isdigit():
+        # isdigit() alone accepts digits such as "²" that int() rejects or reads otherwise.
+        if not (part.isascii() and part.isdigit()) or int(part) > MAX_ID:
             raise ValidationError(
                 f"{parameter} must list item ids separated by commas, got {part!r}"
             )

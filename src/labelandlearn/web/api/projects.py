@@ -19,6 +19,15 @@ from labelandlearn.web.state import state
 blp = Blueprint("api_projects", __name__, description="Projects and their labels")
 
 
+def _given(body: dict[str, Any], key: str, default: Any) -> Any:
+    """Return the body's value for ``key``, or ``default`` when it is missing or null.
+
+    A 0 sent for a count stays 0, so validation rejects it instead of a default replacing it.
+    """
+    value = body.get(key)
+    return default if value is None else value
+
+
 def spec_from_body(body: dict[str, Any]) -> service.ProjectSpec:
     return service.ProjectSpec(
         name=body["name"],
@@ -29,9 +38,9 @@ def spec_from_body(body: dict[str, Any]) -> service.ProjectSpec:
         label_column=body.get("label_column"),
         model_name=body.get("model_name") or DEFAULT_MODEL,
         strategy_name=body.get("strategy_name") or DEFAULT_STRATEGY,
-        retrain_every=body.get("retrain_every") or 50,
-        overlap=body.get("overlap") or 1,
-        lease_seconds=body.get("lease_seconds") or 1800,
+        retrain_every=_given(body, "retrain_every", 50),
+        overlap=_given(body, "overlap", 1),
+        lease_seconds=_given(body, "lease_seconds", 1800),
         train_on_single_answers=body.get("train_on_single_answers", True),
     )
 
@@ -81,4 +90,4 @@ def update_project(body: dict[str, Any], project_id: int) -> dict[str, Any]:
 @blp.route("/projects/<int:project_id>", methods=["DELETE"])
 @blp.response(204)
 def delete_project(project_id: int) -> None:
-    service.delete_project(state().db, project_id)
+    service.delete_project(state().db, project_id, state().settings.data_dir)

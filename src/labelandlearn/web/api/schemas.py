@@ -5,6 +5,10 @@ from __future__ import annotations
 from marshmallow import Schema, fields, validate
 
 from labelandlearn.storage.models import DEFAULT_MODEL, DEFAULT_STRATEGY
+from labelandlearn.web.ids import MAX_ID
+
+# Database ids: positive and within the 64-bit integer columns.
+_ID = validate.Range(min=1, max=MAX_ID)
 
 
 class LabelSchema(Schema):
@@ -57,8 +61,8 @@ class AnswerInSchema(Schema):
         allow_none=True,
         metadata={"description": "client-generated UUID; makes retries safe"},
     )
-    item_id = fields.Integer(required=True)
-    label_id = fields.Integer(load_default=None, allow_none=True)
+    item_id = fields.Integer(required=True, validate=_ID)
+    label_id = fields.Integer(load_default=None, allow_none=True, validate=_ID)
     label = fields.String(
         load_default=None,
         allow_none=True,
@@ -66,10 +70,15 @@ class AnswerInSchema(Schema):
     )
     skip = fields.Boolean(load_default=False)
     replace = fields.Boolean(load_default=False)
-    predicted_label_id = fields.Integer(load_default=None, allow_none=True)
-    predicted_confidence = fields.Float(load_default=None, allow_none=True)
-    model_version_id = fields.Integer(load_default=None, allow_none=True)
-    duration_ms = fields.Integer(load_default=None, allow_none=True)
+    predicted_label_id = fields.Integer(load_default=None, allow_none=True, validate=_ID)
+    predicted_confidence = fields.Float(
+        load_default=None, allow_none=True, validate=validate.Range(min=0.0, max=1.0)
+    )
+    model_version_id = fields.Integer(load_default=None, allow_none=True, validate=_ID)
+    # At most a day: a longer time on one item is a clock error, not labelling time.
+    duration_ms = fields.Integer(
+        load_default=None, allow_none=True, validate=validate.Range(min=0, max=86_400_000)
+    )
 
 
 class TrainInSchema(Schema):

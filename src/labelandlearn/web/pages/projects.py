@@ -106,7 +106,7 @@ def delete(project_id: int) -> str | Response:
     summary = _summary(project_id)
     form = DeleteForm()
     if form.validate_on_submit():
-        service.delete_project(state().db, project_id)
+        service.delete_project(state().db, project_id, state().settings.data_dir)
         flash(f"Project {summary['name']} deleted.", "success")
         return redirect(url_for("projects.index"))
     return render_template("projects/delete.html", form=form, project=summary)
