@@ -34,6 +34,8 @@ def spec(
         ([LabelSpec("a", key=" "), LabelSpec("b")], "taken by the labelling screen"),
         ([LabelSpec("a", key="ab"), LabelSpec("b")], "one printable character"),
         ([LabelSpec("a", color="red"), LabelSpec("b")], "#rrggbb"),
+        ([LabelSpec("a\x00b"), LabelSpec("b")], "control character U\\+0000"),
+        ([LabelSpec("evil\u202etxt"), LabelSpec("b")], "control character U\\+202E"),
     ],
 )
 def test_labels_rejected(labels: list[LabelSpec], message: str) -> None:
@@ -52,6 +54,18 @@ def test_create_rejects_unknown_model_and_strategy(db: Database) -> None:
         create_project(db, spec(model_name="nope"))
     with pytest.raises(ValidationError, match="unknown query strategy 'nope'"):
         create_project(db, spec(strategy_name="nope"))
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"name": "bad\x00name"}, "control character U\\+0000"),
+        ({"name": "tweets", "description": "x" * 10_001}, "description has 10001 characters"),
+    ],
+)
+def test_create_rejects_bad_text(db: Database, settings: dict[str, str], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        create_project(db, spec(**settings))
 
 
 def test_create_rejects_duplicate_name(db: Database) -> None:

@@ -160,7 +160,11 @@ def test_export_csv_downloads_labelled_rows(client: FlaskClient, database: Datab
     )
     assert started.status_code == 202
     job_id = started.get_json()["job_id"]
-    assert client.get(f"/api/v1/jobs/{job_id}").get_json()["status"] == "done"
+    job = client.get(f"/api/v1/jobs/{job_id}").get_json()
+    assert job["status"] == "done"
+    # The server's file path stays on the server.
+    assert "path" not in job["result"]
+    assert job["result"]["rows"] == 6
     response = client.get(f"/api/v1/exports/{job_id}/download")
 
     assert response.status_code == 200

@@ -256,3 +256,28 @@ def test_missing_project_pages_are_404(client: FlaskClient) -> None:
         response = client.get(path)
         assert response.status_code == 404, path
         assert "project 999 not found" in response.get_data(as_text=True), path
+
+
+def test_api_invalid_fields_named_plainly(client: FlaskClient, database: Database) -> None:
+    body = {"name": "api", "labels": [{"key": "x"}, {"name": "b"}], "unknown": 1}
+
+    response = client.post("/api/v1/projects", json=body, headers=api_headers(client))
+
+    assert response.status_code == 422
+    message = response.get_json()["error"]["message"]
+    assert "unknown: Unknown field." in message
+    assert "labels.0.name: Missing data for required field." in message
+    assert "{" not in message
+
+
+def test_openapi_error_schema_matches_bodies(client: FlaskClient) -> None:
+    spec = client.get("/api/v1/openapi.json").get_json()
+    error = spec["components"]["schemas"]["Error"]
+    detail = spec["components"]["schemas"]["ErrorDetail"]
+
+    assert error["properties"]["error"]["$ref"] == "#/components/schemas/ErrorDetail"
+    assert detail["properties"]["status"]["type"] == "integer"
+    assert detail["properties"]["code"]["type"] == "string"
+    body = client.get("/api/v1/projects/999").get_json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) <= set(detail["properties"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ from labelandlearn.storage.models import (
 logger = logging.getLogger(__name__)
 
 MIN_LABELS = 2
+# Project descriptions show on the project pages and in every project list.
+MAX_DESCRIPTION = 10_000
+# Unicode's explicit direction embeddings, overrides and isolates.
+_BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 MAX_LABELS = 50
 # Keys that the labelling screen uses itself; a label may not take them.
 RESERVED_KEYS = {" ": "Space skips the item", "?": "? opens the keyboard help"}
@@ -94,6 +99,7 @@ def normalise_labels(specs: list[LabelSpec]) -> list[LabelSpec]:
             raise ValidationError(f"label {position} has an empty name; give every label a name")
         if len(name) > 100:
             raise ValidationError(f"label name {name[:40]!r}... is longer than 100 characters")
+        _check_printable(f"label name {name[:40]!r}", name)
         if name.casefold() in names:
             raise ValidationError(f"label name {name!r} is used twice; label names must differ")
         names.add(name.casefold())
@@ -130,12 +136,25 @@ def normalise_labels(specs: list[LabelSpec]) -> list[LabelSpec]:
     return result
 
 
+def _check_printable(what: str, value: str) -> None:
+    """Reject control characters (NUL, escape codes) and the bidirectional overrides, which
+    would make a name render differently from what it holds."""
+    bad = next((c for c in value if unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS), None)
+    if bad is not None:
+        raise ValidationError(f"{what} contains the control character U+{ord(bad):04X}; remove it")
+
+
 def _check_settings(spec: ProjectSpec) -> None:
     name = spec.name.strip()
     if not name:
         raise ValidationError("project name is empty; give the project a name")
     if len(name) > 200:
         raise ValidationError("project name is longer than 200 characters")
+    _check_printable(f"project name {name[:40]!r}", name)
+    if len(spec.description) > MAX_DESCRIPTION:
+        raise ValidationError(
+            f"description has {len(spec.description)} characters; keep it under {MAX_DESCRIPTION}"
+        )
     if not spec.text_column.strip():
         raise ValidationError("text column is empty; name the column that holds the text")
     if spec.model_name not in _model_names():

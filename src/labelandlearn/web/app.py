@@ -300,7 +300,7 @@ def _register_error_handlers(app: Flask) -> None:
         message = error.description or error.name
         data = getattr(error, "data", None)
         if isinstance(data, dict) and data.get("messages"):
-            message = f"invalid request: {data['messages']}"
+            message = f"invalid request: {'; '.join(_field_messages(data['messages']))}"
         return render(error.code or 500, str(message))
 
     @app.errorhandler(OverflowError)
@@ -316,6 +316,24 @@ def _register_error_handlers(app: Flask) -> None:
     def unexpected(error: Exception) -> Any:
         logger.exception("unhandled error on %s %s", request.method, request.path)
         return render(500, "internal error; the server log has the details")
+
+
+def _field_messages(messages: Any, path: str = "") -> list[str]:
+    """Flatten webargs' nested {location: {field: [message]}} into "field: message" lines.
+
+    The location (json, query, form) is left out; list positions show as "labels.0".
+    """
+    if isinstance(messages, dict):
+        lines = []
+        for key, value in messages.items():
+            inner = "" if not path and key in ("json", "query", "form", "files") else str(key)
+            lines.extend(_field_messages(value, f"{path}.{inner}".strip(".") if inner else path))
+        return lines
+    if isinstance(messages, list) and all(isinstance(item, str) for item in messages):
+        return [f"{path}: {' '.join(messages)}" if path else " ".join(messages)]
+    if isinstance(messages, list):
+        return [line for item in messages for line in _field_messages(item, path)]
+    return [f"{path}: {messages}" if path else str(messages)]
 
 
 def _security_headers(response: Response) -> Response:

@@ -14,6 +14,11 @@ blp = Blueprint("api_jobs", __name__, description="Background jobs")
 
 
 def job_payload(job: Job) -> dict[str, Any]:
+    result = job.result
+    if isinstance(result, dict) and "path" in result:
+        # The file's place on the server is no business of the client, which downloads the
+        # export by job id.
+        result = {key: value for key, value in result.items() if key != "path"}
     return {
         "id": job.id,
         "project_id": job.project_id,
@@ -21,7 +26,7 @@ def job_payload(job: Job) -> dict[str, Any]:
         "status": job.status,
         "progress": job.progress,
         "message": job.message,
-        "result": job.result,
+        "result": result,
         "error": job.error,
         "created_at": job.created_at.isoformat() if job.created_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
