@@ -360,3 +360,23 @@ def test_denies_deeply_nested_json(world: dict[str, Any]) -> None:
 
     assert response.status_code == 400
     assert "nested too deeply" in response.get_json()["error"]["message"]
+
+
+def test_error_responses_keep_protocol_headers(world: dict[str, Any]) -> None:
+    client = world["app"].test_client()
+    headers = {"Accept": "application/json"}
+
+    with world["db"].session() as session:
+        admin_id = users.find_user(session, "admin").id
+    token = users.create_api_token(world["db"], admin_id, "script")
+
+    anonymous = client.get("/api/v1/projects", headers=headers)
+    wrong_method = client.put(
+        "/api/v1/projects", headers={**headers, "Authorization": f"Bearer {token}"}
+    )
+
+    assert anonymous.status_code == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert wrong_method.status_code == 405
+    assert set(wrong_method.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+    assert wrong_method.get_json()["error"]["status"] == 405

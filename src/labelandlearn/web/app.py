@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, jsonify, make_response, render_template, request
 from flask_bootstrap import Bootstrap5
 from flask_login import LoginManager, UserMixin
 from flask_wtf.csrf import CSRFError, CSRFProtect
@@ -280,7 +280,11 @@ def _register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(LabelAndLearnError)
     def domain_error(error: LabelAndLearnError) -> Any:
-        return render(error.http_status, str(error), error.details)
+        response = make_response(render(error.http_status, str(error), error.details))
+        if error.http_status == 401:
+            # RFC 9110: a 401 names the scheme that the client should use.
+            response.headers["WWW-Authenticate"] = 'Bearer realm="labelandlearn"'
+        return response
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> Any:
@@ -301,7 +305,12 @@ def _register_error_handlers(app: Flask) -> None:
         data = getattr(error, "data", None)
         if isinstance(data, dict) and data.get("messages"):
             message = f"invalid request: {'; '.join(_field_messages(data['messages']))}"
-        return render(error.code or 500, str(message))
+        response = make_response(render(error.code or 500, str(message)))
+        # Keeps the headers the exception carries, such as Allow on a 405.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(OverflowError)
     def number_too_large(_error: OverflowError) -> Any:
