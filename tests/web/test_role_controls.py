@@ -1,4 +1,4 @@
-"""Roles with accounts enabled: which controls each role sees, and 403 for a missing role."""
+"""Roles with accounts enabled: the controls shown to each role, and 403 for a missing role."""
 
 from __future__ import annotations
 

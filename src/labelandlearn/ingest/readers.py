@@ -51,19 +51,19 @@ class RecordedLines:
 
     def __init__(self, lines: Iterator[str] | IO[str]) -> None:
         self._lines = iter(lines)
-        self._taken: list[str] = []
+        self._record_lines: list[str] = []
 
     def __iter__(self) -> RecordedLines:
         return self
 
     def __next__(self) -> str:
         line = next(self._lines)
-        self._taken.append(line)
+        self._record_lines.append(line)
         return line
 
     def take(self) -> list[str]:
-        taken, self._taken = self._taken, []
-        return taken
+        lines, self._record_lines = self._record_lines, []
+        return lines
 
 
 def check_quotes_closed(lines: list[str], delimiter: str, start: int, display_name: str) -> None:

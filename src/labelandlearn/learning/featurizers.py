@@ -533,9 +533,9 @@ class _WordLevelAnalyzer:
     def units(self, n_word_columns: int, n_columns: int) -> _Units:
         """Return the (units x columns) counts from which sparse products build a batch's
         word and character blocks. Units are the stored words, then one unit per word column
-        (for bigrams). A word unit holds the word's known token columns in the word matrix and
-        its character columns, less ``n_word_columns``, in the character matrix; a bigram unit
-        holds a 1 in its column of the word matrix.
+        (for bigrams). A word unit contains the word's known token columns in the word matrix
+        and its character columns, less ``n_word_columns``, in the character matrix. A bigram
+        unit contains a 1 in its column of the word matrix.
 
         Kept until a word is added or the cache is cleared or remapped. Callers hold the lock,
         so the matrices match the row numbers they got.
