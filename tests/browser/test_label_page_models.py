@@ -84,15 +84,15 @@ def test_retrain_refreshes_shown_suggestion(
     page.goto(f"{live_server.url}/projects/{project_id}/label")
     page.wait_for_selector("#item-text[data-item-id]", timeout=TIMEOUT_MS)
     assert page.is_hidden("#prediction")
-    shown = page.get_attribute("#item-text", "data-item-id")
+    item_on_screen = page.get_attribute("#item-text", "data-item-id")
 
     retrain_on_page(page)
-    assert page.get_attribute("#item-text", "data-item-id") == shown
+    assert page.get_attribute("#item-text", "data-item-id") == item_on_screen
     assert page.is_visible("#prediction")
     assert page.text_content("#prediction-model") == "v1"
 
     retrain_on_page(page)
-    assert page.get_attribute("#item-text", "data-item-id") == shown
+    assert page.get_attribute("#item-text", "data-item-id") == item_on_screen
     assert page.text_content("#prediction-model") == "v2"
     screenshot(page, "label-after-second-retrain")
 
@@ -101,10 +101,10 @@ def test_retrain_refreshes_shown_suggestion(
         page.keyboard.press("1")
         page.wait_for_function(
             "id => document.getElementById('item-text').dataset.itemId !== id",
-            arg=shown,
+            arg=item_on_screen,
             timeout=TIMEOUT_MS,
         )
-        shown = page.get_attribute("#item-text", "data-item-id")
+        item_on_screen = page.get_attribute("#item-text", "data-item-id")
         assert page.text_content("#prediction-model") == "v2"
 
     assert events.dialogs == []

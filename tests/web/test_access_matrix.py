@@ -185,7 +185,7 @@ def test_allows_annotator_view_and_label_endpoints(world: dict[str, Any]) -> Non
     client, _ = _login(world["app"], "annotator")
     own = world["own"]
     checked = []
-    refused = []
+    failures = []
     for endpoint, rule, method in _scoped_rules(world["app"]):
         action = _required_action(world["app"], endpoint, method)
         if method != "GET" or action not in ROLE_ACTIONS["annotator"]:
@@ -195,8 +195,8 @@ def test_allows_annotator_view_and_label_endpoints(world: dict[str, Any]) -> Non
         checked.append(endpoint)
         project_missing = f"project {own['project_id']} not found"
         if response.status_code == 403 or project_missing in response.get_data(as_text=True):
-            refused.append(f"GET {url} ({endpoint}) -> {response.status_code}")
-    assert refused == []
+            failures.append(f"GET {url} ({endpoint}) -> {response.status_code}")
+    assert failures == []
     assert {"labelling.label_page", "api_labelling.next_items", "dashboard.show"} <= set(checked)
 
 

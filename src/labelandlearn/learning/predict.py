@@ -217,10 +217,8 @@ def predict_file(
         )
     if source.stat().st_size == 0:
         raise ImportFormatError(f"{source} is empty; give a CSV or JSON Lines file with rows")
+    # A UTF-8 byte order mark comes back as "utf-8-sig", which skips it.
     encoding = detect_encoding(source, source.name)
-    if encoding == "utf-8":
-        # Skips a byte order mark, which detect_encoding reports only when present.
-        encoding = "utf-8-sig"
     input_format = detect_format(source)
     output_format = "jsonl" if target.suffix.lower() in JSONL_SUFFIXES else "csv"
     stats = PredictStats(label_counts={label: 0 for label in model.labels})

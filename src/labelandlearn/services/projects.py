@@ -136,12 +136,12 @@ def normalise_labels(specs: list[LabelSpec]) -> list[LabelSpec]:
     return result
 
 
-def _check_printable(what: str, value: str) -> None:
-    """Reject control characters (NUL, escape codes) and the bidirectional overrides, which
-    would make a name render differently from what it holds."""
+def _check_printable(field: str, value: str) -> None:
+    """Raise ValidationError when ``value`` contains a control character (NUL, an escape code)
+    or a direction override, because either makes a name render unlike the text it contains."""
     bad = next((c for c in value if unicodedata.category(c) == "Cc" or c in _BIDI_CONTROLS), None)
     if bad is not None:
-        raise ValidationError(f"{what} contains the control character U+{ord(bad):04X}; remove it")
+        raise ValidationError(f"{field} contains the control character U+{ord(bad):04X}; remove it")
 
 
 def _check_settings(spec: ProjectSpec) -> None:

@@ -13,8 +13,8 @@ MAX_ID = 2**63 - 1
 class IdConverter(IntegerConverter):
     """``int`` in URL rules, at most MAX_ID: a larger number matches no route, so it gets 404.
 
-    Without the bound, SQLite's driver raised OverflowError while binding the number, which
-    answered 500.
+    Without the bound, SQLite's driver raised OverflowError while binding the number, so the
+    request failed with 500.
     """
 
     def __init__(self, url_map: Map, *args: Any, **kwargs: Any) -> None:

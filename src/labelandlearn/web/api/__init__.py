@@ -11,7 +11,7 @@ from labelandlearn.web.ids import IdConverter
 
 
 class ErrorDetailSchema(Schema):
-    """What went wrong: the HTTP status, its name, and a message with the fix."""
+    """Error details: the HTTP status, its name, and a message with the fix."""
 
     status = fields.Integer(metadata={"description": "HTTP status code"})
     code = fields.String(metadata={"description": "status name, such as not_found"})
