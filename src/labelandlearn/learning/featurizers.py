@@ -51,6 +51,9 @@ TermColumns = Callable[[list[str]], list[int]]
 _TOKEN_RE = re.compile(r"(?u)\b\w\w+\b")
 # Bounds the per-word cache of a long-lived featurizer on an endless stream of new words.
 _MAX_CACHED_WORDS = 500_000
+# Fits on up to this many texts keep each text's word rows for the transform that follows
+# (about 20 bytes per word occurrence plus a dictionary entry per text).
+_MAX_REMEMBERED_TEXTS = 2_000_000
 # Below this many fitted texts ``min_df`` is not applied: most terms of a handful of texts occur
 # once, and dropping them would leave almost no features.
 _MIN_DOCS_FOR_MIN_DF = 100
@@ -522,6 +525,8 @@ class _WordLevelAnalyzer:
         self.char_range = char_range
         self.bigrams = bigrams
         self._lock = threading.RLock()
+        # Counts the times the cache was cleared because it was full, which renumbers words.
+        self.generation = 0
         self.clear_cache()
 
     def clear_cache(self) -> None:
@@ -529,6 +534,43 @@ class _WordLevelAnalyzer:
         self.tokens = _RaggedStore()
         self.chars = _RaggedStore()
         self._units: tuple[tuple[int, int], _Units] | None = None
+        # The word rows of each fitting text, kept from the fit. Scoring the unlabelled items
+        # right after a fit transforms those same texts, and splitting and numbering their
+        # words again took about two thirds of the time of a large transform.
+        self._fitted_texts: dict[str, int] = {}
+        self._fitted_words: _Ragged | None = None
+
+    def remember_fitted(self, texts: Sequence[str], words: _RaggedStore) -> None:
+        """Keep the word rows of the fitting texts (``words`` has one row per text)."""
+        if len(texts) > _MAX_REMEMBERED_TEXTS:
+            return
+        with self._lock:
+            self._fitted_texts = dict(zip(texts, range(len(texts)), strict=True))
+            self._fitted_words = words.view()
+
+    def remembers(self, texts: Sequence[str]) -> bool:
+        """Return whether every text of ``texts`` was a fitting text whose rows are kept."""
+        with self._lock:
+            known = self._fitted_texts
+            return self._fitted_words is not None and all(text in known for text in texts)
+
+    def fitted_occurrences(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return (word row of each word occurrence, text row of each) when every text was
+        a fitting text, else None. Rows index the stores as ``number_words`` would."""
+        with self._lock:
+            if self._fitted_words is None:
+                return None
+            positions = list(map(self._fitted_texts.get, texts))
+            if None in positions:
+                return None
+            indptr, values = self._fitted_words
+        at = np.asarray(positions, dtype=np.int64)
+        lengths = indptr[at + 1] - indptr[at]
+        ends = np.cumsum(lengths)
+        offsets = np.arange(int(ends[-1]) if len(ends) else 0, dtype=np.int64)
+        offsets += np.repeat(indptr[at] - (ends - lengths), lengths)
+        text_of = np.repeat(np.arange(len(at), dtype=np.int64), lengths)
+        return values[offsets], text_of
 
     def units(self, n_word_columns: int, n_columns: int) -> _Units:
         """Return the (units x columns) counts from which sparse products build a batch's
@@ -576,6 +618,7 @@ class _WordLevelAnalyzer:
         with self._lock:
             if len(self._rows) + len(batch.words) > _MAX_CACHED_WORDS:
                 self.clear_cache()
+                self.generation += 1
             rows = self._rows
             new = [word for word in batch.words if word not in rows]
             if new:
@@ -588,16 +631,27 @@ class _WordLevelAnalyzer:
 
     def number_words_with_units(
         self,
-        batch: _WordBatch,
+        texts: Sequence[str],
         token_columns: TermColumns,
         char_columns: TermColumns,
         n_word_columns: int,
         n_columns: int,
-    ) -> tuple[np.ndarray, _Ragged, _Units]:
-        """As number_words, with the token store and the unit matrices of the same rows."""
+    ) -> tuple[np.ndarray, np.ndarray, _Ragged, _Units]:
+        """Return (word row of each word occurrence, text row of each, the token store, the
+        unit matrices of the same rows), from the fit's rows when ``texts`` were fitted."""
+        with self._lock:
+            fitted = self.fitted_occurrences(texts)
+            if fitted is not None:
+                return (*fitted, self.tokens.view(), self.units(n_word_columns, n_columns))
+        batch = _split_words(texts)
         with self._lock:
             occurrences, token_store, _ = self.number_words(batch, token_columns, char_columns)
-            return occurrences, token_store, self.units(n_word_columns, n_columns)
+            return (
+                occurrences,
+                batch.text_of,
+                token_store,
+                self.units(n_word_columns, n_columns),
+            )
 
     def _add_words(
         self, words: list[str], token_columns: TermColumns, char_columns: TermColumns
@@ -661,9 +715,12 @@ def _word_level_frequencies(analyzer: _WordLevelAnalyzer, texts: Sequence[str]) 
     char_df = np.zeros(0, dtype=np.int64)
     bigram_parts = []
     analyzer.clear_cache()
+    generation = analyzer.generation
+    words_of_texts = _RaggedStore()
     for start in range(0, len(texts), _FIT_BATCH):
         batch = _split_words(texts[start : start + _FIT_BATCH])
         occurrences, token_store, char_store = analyzer.number_words(batch, tokens, chars)
+        words_of_texts.append(np.bincount(batch.text_of, minlength=batch.n_texts), occurrences)
         sequence, rows = _expand(occurrences, batch.text_of, token_store)
         seen = np.unique(sequence * batch.n_texts + rows)
         token_df = _add_counts(token_df, seen // batch.n_texts, len(tokens.terms))
@@ -677,6 +734,9 @@ def _word_level_frequencies(analyzer: _WordLevelAnalyzer, texts: Sequence[str]) 
         # counts texts.
         char_df = _add_counts(char_df, char_matrix.indices, len(chars.terms))
     bigram_keys, bigram_df = _merge_counts(bigram_parts)
+    # A full cache is cleared mid-fit and renumbers the words, so earlier rows would be wrong.
+    if analyzer.generation == generation:
+        analyzer.remember_fitted(texts, words_of_texts)
     return _WordFrequencies(tokens, token_df, bigram_keys, bigram_df, chars, char_df)
 
 
@@ -755,12 +815,12 @@ def _word_level_counts(
 
     ``char_columns_of`` must already add ``n_word_columns`` to its columns.
     """
-    batch = _split_words(texts)
     n_columns = n_word_columns + n_char_columns
-    if batch.n_texts > _SMALL_BATCH:
+    if len(texts) > _SMALL_BATCH:
         return _word_level_product(
-            analyzer, batch, grams, char_columns_of, n_word_columns, n_columns
+            analyzer, texts, grams, char_columns_of, n_word_columns, n_columns
         )
+    batch = _split_words(texts)
     occurrences, token_store, char_store = analyzer.number_words(
         batch, grams.token_columns, char_columns_of
     )
@@ -781,7 +841,7 @@ def _word_level_counts(
 
 def _word_level_product(
     analyzer: _WordLevelAnalyzer,
-    batch: _WordBatch,
+    texts: Sequence[str],
     grams: _WordGramColumns,
     char_columns_of: TermColumns,
     n_word_columns: int,
@@ -795,20 +855,21 @@ def _word_level_product(
     long as the products (100,000 tweets, 435 entries each). Apart, each block is also weighted
     in sequential passes over its own entries.
     """
-    occurrences, token_store, units = analyzer.number_words_with_units(
-        batch, grams.token_columns, char_columns_of, n_word_columns, n_columns
+    occurrences, text_of, token_store, units = analyzer.number_words_with_units(
+        texts, grams.token_columns, char_columns_of, n_word_columns, n_columns
     )
-    unit_rows, unit_columns = [batch.text_of], [occurrences]
+    bigram_rows = bigram_units = np.zeros(0, dtype=np.int64)
     if analyzer.bigrams:
-        sequence, rows = _expand(occurrences, batch.text_of, token_store)
+        sequence, rows = _expand(occurrences, text_of, token_store)
         keys, key_rows = _bigram_keys(sequence, rows)
         columns = grams.bigram_columns(keys)
-        unit_rows.append(key_rows[columns >= 0])
-        unit_columns.append(units.n_words + columns[columns >= 0])
-    all_rows, all_columns = np.concatenate(unit_rows), np.concatenate(unit_columns)
+        bigram_rows = key_rows[columns >= 0]
+        bigram_units = units.n_words + columns[columns >= 0]
+    all_rows = np.concatenate([text_of, bigram_rows])
+    all_columns = np.concatenate([occurrences, bigram_units])
     texts_by_units = sp.csr_matrix(
         (np.ones(len(all_rows)), (all_rows, all_columns)),
-        shape=(batch.n_texts, units.word.shape[0]),
+        shape=(len(texts), units.word.shape[0]),
     )
     return texts_by_units @ units.word, texts_by_units @ units.char
 
@@ -924,7 +985,18 @@ class TfidfFeaturizer(Featurizer):
         if self._word_level is not None:
             self._word_grams = _WordGramColumns(word_terms)
 
+    def analysed(self, texts: Sequence[str]) -> bool:
+        return self._word_level is not None and self._word_level.remembers(texts)
+
     def transform(self, texts: Sequence[str]) -> sp.csr_matrix:
+        blocks = self.transform_blocks(texts)
+        if len(blocks) == 1:
+            return blocks[0]
+        return sp.hstack(blocks, format="csr")
+
+    def transform_blocks(self, texts: Sequence[str]) -> list[sp.csr_matrix]:
+        """Return [TF-IDF], or for a large batch [word columns, character columns] apart:
+        joining them copies every entry, which a classifier scoring block by block skips."""
         if not self.is_fitted:
             raise ValidationError("the TF-IDF featurizer is not fitted; call fit() first")
         word_get = self.word_vocabulary_.get
@@ -940,14 +1012,11 @@ class TfidfFeaturizer(Featurizer):
             )
             if isinstance(counts, tuple):
                 word_block, char_block = counts
-                return sp.hstack(
-                    [
-                        _weight_block(word_block, self.word_idf_, self.sublinear_tf),
-                        _weight_block(char_block, self.char_idf_, self.sublinear_tf),
-                    ],
-                    format="csr",
-                )
-            return _weight(counts, self._idf, self.sublinear_tf, len(self.word_vocabulary_))
+                return [
+                    _weight_block(word_block, self.word_idf_, self.sublinear_tf),
+                    _weight_block(char_block, self.char_idf_, self.sublinear_tf),
+                ]
+            return [_weight(counts, self._idf, self.sublinear_tf, len(self.word_vocabulary_))]
         counts = _counts(
             self._analyzer,
             texts,
@@ -956,7 +1025,7 @@ class TfidfFeaturizer(Featurizer):
             len(self.word_vocabulary_),
             len(self.char_vocabulary_),
         )
-        return _weight(counts, self._idf, self.sublinear_tf, len(self.word_vocabulary_))
+        return [_weight(counts, self._idf, self.sublinear_tf, len(self.word_vocabulary_))]
 
     def get_state(self) -> tuple[dict[str, Any], ArrayState]:
         config = {

@@ -12,11 +12,12 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from labelandlearn.errors import NotFoundError
 from labelandlearn.learning.base import ProgressCallback, TextModel
@@ -33,6 +34,9 @@ SCORE_BATCH = 5_000
 # From this many distinct texts, scoring splits the work over processes, up to this many.
 PARALLEL_MIN_TEXTS = 20_000
 MAX_SCORE_WORKERS = 4
+_UNLABELLED_SQLITE = (
+    "SELECT id, text FROM items WHERE project_id = ? AND label_id IS NULL ORDER BY position, id"
+)
 _UPDATE_SCORES = sa.text("UPDATE items SET score = :score WHERE id = :item_id")
 
 
@@ -71,11 +75,7 @@ def score_project(
         if project is None:
             raise NotFoundError(f"project {project_id} not found")
         strategy = get_strategy(project.strategy_name)
-        rows = session.execute(
-            sa.select(Item.id, Item.text)
-            .where(Item.project_id == project_id, Item.label_id.is_(None))
-            .order_by(Item.position, Item.id)
-        ).all()
+        rows = _unlabelled_items(session, db.is_sqlite, project_id)
     if strategy.needs_model and model is None:
         loaded = load_current_model(db, project_id)
         if loaded is None:
@@ -122,6 +122,25 @@ def score_project(
     return len(item_ids)
 
 
+def _unlabelled_items(session: Session, is_sqlite: bool, project_id: int) -> list[Any]:
+    """Return (id, text) of the project's unlabelled items in queue order."""
+    if is_sqlite:
+        # The sqlite3 cursor's own rows: 100,000 items took 0.12 to 0.22 s against 0.27 s as
+        # SQLAlchemy rows.
+        cursor = session.connection().connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            return cursor.execute(_UNLABELLED_SQLITE, (project_id,)).fetchall()
+        finally:
+            cursor.close()
+    return list(
+        session.execute(
+            sa.select(Item.id, Item.text)
+            .where(Item.project_id == project_id, Item.label_id.is_(None))
+            .order_by(Item.position, Item.id)
+        ).all()
+    )
+
+
 def _predict_in_batches(
     model: TextModel, texts: list[str], progress: ProgressCallback | None
 ) -> np.ndarray:
@@ -139,22 +158,41 @@ def _predict_unique(
     model: TextModel, texts: list[str], progress: ProgressCallback | None
 ) -> np.ndarray:
     workers = min(os.cpu_count() or 1, MAX_SCORE_WORKERS)
+    if workers == 1 or len(texts) < PARALLEL_MIN_TEXTS:
+        return _predict_threaded(model, texts, 1, progress)
+    # Texts the fit analysed leave mostly sparse products and SQLite reads, which release
+    # the GIL, so threads share the cores (100,000 tweets: 1.5 s on 2 threads, 1.8 s on one,
+    # 1.6 to 1.9 s in 2 processes). Texts to analyse keep the GIL in Python code, so processes
+    # do better there (3.5 to 3.9 s against 4.2 to 4.4 s on threads).
     # Forking copies only the calling thread, so a lock that another thread holds (logging,
-    # a connection pool) would stay locked in the child. Only a single-threaded process forks:
-    # a job's child process does, a server thread running a job in place does not.
+    # a connection pool) would stay locked in the child. So only a single-threaded process
+    # forks, as a job's child process is; a server thread running a job in place does not.
     if (
-        workers > 1
-        and len(texts) >= PARALLEL_MIN_TEXTS
+        not model.featurizer.analysed(texts)
         and threading.active_count() == 1
         and "fork" in multiprocessing.get_all_start_methods()
     ):
         return _predict_forked(model, texts, workers, progress)
+    return _predict_threaded(model, texts, workers, progress)
+
+
+def _predict_threaded(
+    model: TextModel, texts: list[str], workers: int, progress: ProgressCallback | None
+) -> np.ndarray:
+    """Predict steps of ``SCORE_BATCH`` texts on ``workers`` threads, reporting in order."""
+    starts = range(0, len(texts), SCORE_BATCH)
+
+    def step(start: int) -> np.ndarray:
+        return model.predict_proba(texts[start : start + SCORE_BATCH])
+
     parts = []
-    for start in range(0, len(texts), SCORE_BATCH):
-        parts.append(model.predict_proba(texts[start : start + SCORE_BATCH]))
-        if progress is not None:
-            done = min(len(texts), start + SCORE_BATCH)
-            progress(0.9 * done / max(1, len(texts)), f"scored {done} of {len(texts)} items")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        results = pool.map(step, starts) if workers > 1 else map(step, starts)
+        for start, proba in zip(starts, results, strict=True):
+            parts.append(proba)
+            if progress is not None:
+                done = min(len(texts), start + SCORE_BATCH)
+                progress(0.9 * done / max(1, len(texts)), f"scored {done} of {len(texts)} items")
     if not parts:
         return np.zeros((0, len(model.labels)))
     return np.vstack(parts)
@@ -206,6 +244,20 @@ def _predict_forked(
 def _write_scores(db: Database, item_ids: list[int], scores: np.ndarray) -> None:
     """Write scores with one executemany UPDATE, in one transaction."""
     if not item_ids:
+        return
+    if db.is_sqlite:
+        # sqlite3's own executemany on tuples. Right after a train job's scoring of 100,000
+        # items it took 0.30 to 0.48 s against 0.59 to 0.72 s through SQLAlchemy, which builds
+        # a parameter dictionary per row.
+        with db.engine.begin() as connection:
+            cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.executemany(
+                    "UPDATE items SET score = ? WHERE id = ?",
+                    zip(scores.tolist(), item_ids, strict=True),
+                )
+            finally:
+                cursor.close()
         return
     parameters = [
         {"score": float(score), "item_id": item_id}
