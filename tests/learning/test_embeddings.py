@@ -225,3 +225,24 @@ def test_model_file_round_trip(tmp_path: Path) -> None:
     ).fit(texts, labels)
     restored = TextModel.from_bytes(model.to_bytes())
     assert np.allclose(restored.predict_proba(TEXTS), model.predict_proba(TEXTS))
+
+
+class CachedOnlyBackend(EmbeddingBackend):
+    """A backend whose texts are all cached: embedding any text fails the test."""
+
+    name = "cached-only"
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise AssertionError(f"embedded {len(texts)} texts that should come from the cache")
+
+
+def test_cached_vectors_of_two_sizes_are_rejected(tmp_path: Path) -> None:
+    backend = CachedOnlyBackend("m")
+    cache = EmbeddingCache(tmp_path)
+    cache.put_many(backend.cache_key, [text_sha1("a")], np.ones((1, 3), dtype=np.float32))
+    cache.put_many(backend.cache_key, [text_sha1("b")], np.ones((1, 5), dtype=np.float32))
+    with pytest.raises(ValidationError, match="vectors of 3, 5 floats under cached-only:m"):
+        embed_texts(["a", "b"], backend, cache)
+    vectors = embed_texts(["a", "a"], backend, cache)
+    assert vectors.shape == (2, 3)
+    assert vectors.flags.writeable

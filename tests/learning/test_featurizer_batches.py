@@ -76,3 +76,13 @@ def test_postgres_reconnects_after_backend_killed(
             assert connection.execute(sa.text("SELECT 1")).scalar_one() == 1
     finally:
         database.dispose()
+
+
+def test_fit_on_non_str_texts_keeps_no_word_rows() -> None:
+    # 1, 1.0 and True are equal keys with different strings, so such fits keep no rows.
+    texts: list[object] = [*TEXTS, 1.0, ["a", "list"]]
+    featurizer = make_featurizer("tfidf").fit(texts)  # type: ignore[arg-type]
+    assert not featurizer.analysed(TEXTS)
+    restored = _restored(featurizer)
+    batch = [*TEXTS, 1]
+    assert abs(featurizer.transform(batch) - restored.transform(batch)).max() <= 1e-12

@@ -159,3 +159,14 @@ def test_diverse_margin_rejects_wrong_feature_rows() -> None:
         get_strategy("diverse-margin").score(
             _proba(40), random_state=0, features=np.ones((5, 2)), batch_size=2
         )
+
+
+def test_diverse_margin_candidates_without_features() -> None:
+    # Texts whose n-grams are all outside the vocabulary give all-zero feature rows.
+    proba, _ = _two_themes()
+    empty = sp.csr_matrix((len(proba), 50))
+    scores = get_strategy("diverse-margin").score(
+        proba, random_state=0, features=empty, batch_size=2
+    )
+    assert scores.shape == (len(proba),)
+    assert np.isfinite(scores).all()

@@ -405,15 +405,24 @@ def embed_texts(
         batch_hashes = [digest for digest, _ in batch]
         if cache is not None:
             cache.put_many(backend.cache_key, batch_hashes, batch_vectors)
-        blobs = (np.asarray(vector, dtype=np.float32).tobytes() for vector in batch_vectors)
-        vectors.update(zip(batch_hashes, blobs, strict=True))
+        new_blobs = (np.asarray(vector, dtype=np.float32).tobytes() for vector in batch_vectors)
+        vectors.update(zip(batch_hashes, new_blobs, strict=True))
         if progress is not None:
             done = min(start + size, len(pending))
             progress(done / len(pending), f"embedded {done} of {len(pending)} texts")
 
     if not hashes:
         return np.zeros((0, 0), dtype=np.float32)
-    joined = bytearray().join(map(vectors.__getitem__, hashes))
+    blobs = list(map(vectors.__getitem__, hashes))
+    sizes = sorted(set(map(len, blobs)))
+    if len(sizes) > 1:
+        floats = ", ".join(str(size // 4) for size in sizes)
+        raise ValidationError(
+            f"invalid embedding cache: it has vectors of {floats} floats under "
+            f"{backend.cache_key}; delete {cache.path if cache else 'the cache'} to embed the "
+            "texts again"
+        )
+    joined = bytearray().join(blobs)
     return np.frombuffer(joined, dtype=np.float32).reshape(len(hashes), -1)
 
 

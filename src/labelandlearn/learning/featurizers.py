@@ -542,7 +542,9 @@ class _WordLevelAnalyzer:
 
     def remember_fitted(self, texts: Sequence[str], words: _RaggedStore) -> None:
         """Keep the word rows of the fitting texts (``words`` has one row per text)."""
-        if len(texts) > _MAX_REMEMBERED_TEXTS:
+        # Look-ups compare texts by equality, and 1 == 1.0 == True while their strings
+        # differ, so only fits on str texts are kept.
+        if len(texts) > _MAX_REMEMBERED_TEXTS or not all(type(text) is str for text in texts):
             return
         with self._lock:
             self._fitted_texts = dict(zip(texts, range(len(texts)), strict=True))

@@ -167,13 +167,12 @@ def _predict_unique(
     # Forking copies only the calling thread, so a lock that another thread holds (logging,
     # a connection pool) would stay locked in the child. So only a single-threaded process
     # forks, as a job's child process is; a server thread running a job in place does not.
-    if (
-        not model.featurizer.analysed(texts)
-        and threading.active_count() == 1
-        and "fork" in multiprocessing.get_all_start_methods()
-    ):
+    if model.featurizer.analysed(texts):
+        return _predict_threaded(model, texts, workers, progress)
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
         return _predict_forked(model, texts, workers, progress)
-    return _predict_threaded(model, texts, workers, progress)
+    # Threads would only take turns on the GIL, beside the server's request threads.
+    return _predict_threaded(model, texts, 1, progress)
 
 
 def _predict_threaded(

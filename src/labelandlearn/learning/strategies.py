@@ -263,7 +263,10 @@ def _diverse_batch_first(
         # Columns that no candidate uses add nothing to any distance, but k-means would keep
         # dense centres over all of them (500,000 TF-IDF columns: 80 MB for 20 centres).
         matrix = sp.csr_matrix(matrix)
-        matrix = matrix[:, np.unique(matrix.indices)]
+        used = np.unique(matrix.indices)
+        # Candidates without any known n-gram leave no column; k-means needs one, and an
+        # all-zero column changes no distance.
+        matrix = matrix[:, used] if len(used) else matrix[:, :1]
     kmeans = KMeans(n_clusters=batch_size, n_init=1, random_state=int(rng.integers(2**31)))
     with warnings.catch_warnings():
         # Fewer distinct rows than clusters (duplicates) is expected and harmless here.
