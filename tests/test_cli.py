@@ -412,3 +412,15 @@ def test_train_auto_names_its_choice(run, trained) -> None:  # type: ignore[no-u
 
     assert result.exit_code == 0, result.output
     assert "(auto, chose tfidf-" in result.stdout
+
+
+def test_import_and_strategy_change_rescore(run, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    more = [[text, ""] for text, _label in spam_texts(5, seed=4)]
+    path = write_csv(tmp_path / "more.csv", ["body", "kind"], more)
+    imported = run("import", "mail", str(path), "--json")
+    assert imported.exit_code == 0, imported.output
+    assert json.loads(imported.stdout)["items_scored"] == 25
+
+    edited = run("projects", "edit", "mail", "--strategy", "file-order")
+    assert edited.exit_code == 0, edited.output
+    assert "rescored 25 unlabelled items with file-order" in edited.stdout

@@ -114,10 +114,19 @@ def import_command(
             duplicates=duplicates,  # type: ignore[arg-type]
             progress=update,
         )
+    scored = 0
+    if report.rows_imported > report.rows_labelled:
+        # The new items join the queue ranked by the project's strategy and current model.
+        from labelandlearn.learning.scoring import score_project
+
+        with progress_bar("Scoring the unlabelled items") as update:
+            scored = score_project(db, project_id, progress=update)
     if as_json:
-        print_json(report.as_dict())
+        print_json({**report.as_dict(), "items_scored": scored})
     else:
         print_import_report(report)
+        if scored:
+            stdout.print(f"scored {scored} unlabelled items for the queue", markup=False)
 
 
 def _column_or_none(option: str | None, default: str | None) -> str | None:

@@ -9,7 +9,7 @@ from rich import box
 from rich.table import Table
 from sqlalchemy import select
 
-from labelandlearn.cli.common import cli_state, print_json, stdout
+from labelandlearn.cli.common import cli_state, print_json, progress_bar, stdout
 from labelandlearn.errors import ValidationError
 from labelandlearn.services import projects as service
 from labelandlearn.storage.models import DEFAULT_MODEL, DEFAULT_STRATEGY, Project
@@ -186,8 +186,22 @@ def edit(
             strategy_name=strategy if strategy is not None else current.strategy_name,
             retrain_every=retrain_every if retrain_every is not None else current.retrain_every,
         )
-    service.update_project(db, project_id, spec)
+    strategy_changed = service.update_project(db, project_id, spec)
     stdout.print(f"updated project {project_id} {spec.name!r}", markup=False)
+    if strategy_changed:
+        from labelandlearn.learning.scoring import score_project
+
+        with progress_bar(f"Rescoring with {spec.strategy_name}") as update:
+            scored = score_project(db, project_id, progress=update)
+        if scored:
+            message = f"rescored {scored} unlabelled items with {spec.strategy_name}"
+            stdout.print(message, markup=False)
+        else:
+            stdout.print(
+                "nothing to rescore yet: the queue follows the new strategy once the project "
+                "has a trained model and unlabelled items",
+                markup=False,
+            )
 
 
 @projects_app.command("delete")

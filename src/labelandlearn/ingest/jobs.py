@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,12 @@ from labelandlearn.ingest.mapping import ColumnMapping
 from labelandlearn.jobs.base import JobContext, job_handler
 
 logger = logging.getLogger(__name__)
+
+
+def _scaled_progress(
+    context: JobContext, share: float, fraction: float, message: str = "", *, force: bool = False
+) -> None:
+    context.progress(share * fraction, message, force=force)
 
 
 def mapping_from_params(params: dict[str, Any]) -> ColumnMapping:
@@ -36,7 +43,12 @@ def run_import_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any
     Params: path, filename, the mapping (as ``mapping`` or as text_column, id_column,
     label_column and label_map), duplicates ("skip" or "keep") and delete_after, which removes
     the file once the import finished or failed.
+
+    New unlabelled items are then scored with the project's strategy and current model, so
+    the queue ranks them with the items already there instead of asking them last.
     """
+    from labelandlearn.learning.scoring import score_project
+
     path = Path(str(params.get("path", "")))
     try:
         if context.project_id is None:
@@ -48,10 +60,21 @@ def run_import_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any
             params.get("filename") or path.name,
             mapping_from_params(params),
             duplicates=params.get("duplicates") or "skip",
-            progress=context.progress,
+            progress=partial(_scaled_progress, context, 0.95),
         )
     finally:
         if params.get("delete_after"):
             path.unlink(missing_ok=True)
             logger.debug("deleted imported file %s", path)
-    return report.as_dict()
+    result = report.as_dict()
+    message = f"imported {report.rows_imported} rows"
+    if report.rows_imported > report.rows_labelled:
+        result["items_scored"] = score_project(
+            context.db,
+            context.project_id,
+            progress=lambda fraction, text: context.progress(0.95 + 0.05 * fraction, text),
+        )
+        if result["items_scored"]:
+            message += f", scored {result['items_scored']} unlabelled items"
+    context.progress(1.0, message, force=True)
+    return result

@@ -75,7 +75,6 @@ def score_project(
         if project is None:
             raise NotFoundError(f"project {project_id} not found")
         strategy = get_strategy(project.strategy_name)
-        rows = _unlabelled_items(session, db.is_sqlite, project_id)
     if strategy.needs_model and model is None:
         loaded = load_current_model(db, project_id)
         if loaded is None:
@@ -86,6 +85,8 @@ def score_project(
             )
             return 0
         model = loaded[0]
+    with db.session() as session:
+        rows = _unlabelled_items(session, db.is_sqlite, project_id)
 
     item_ids = [row[0] for row in rows]
     predicted = started

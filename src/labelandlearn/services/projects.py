@@ -236,10 +236,12 @@ def create_project(db: Database, spec: ProjectSpec) -> int:
         return project.id
 
 
-def update_project(db: Database, project_id: int, spec: ProjectSpec) -> None:
+def update_project(db: Database, project_id: int, spec: ProjectSpec) -> bool:
     """Apply ``spec``: labels with an id are edited, new ones added, missing ones deleted.
 
-    A label that has answers cannot be deleted, so no answer is lost by an edit.
+    A label that has answers cannot be deleted, so no answer is lost by an edit. Return
+    whether the query strategy changed, in which case the caller rescores the unlabelled
+    items (a score job), so that the queue follows the new strategy before the next retrain.
     """
     _check_settings(spec)
     labels = normalise_labels(spec.labels)
@@ -252,6 +254,7 @@ def update_project(db: Database, project_id: int, spec: ProjectSpec) -> None:
         project.id_column = (spec.id_column or "").strip() or None
         project.label_column = (spec.label_column or "").strip() or None
         project.model_name = spec.model_name
+        strategy_changed = project.strategy_name != spec.strategy_name
         project.strategy_name = spec.strategy_name
         project.retrain_every = spec.retrain_every
         overlap_changed = project.overlap != spec.overlap
@@ -313,6 +316,7 @@ def update_project(db: Database, project_id: int, spec: ProjectSpec) -> None:
                     position,
                 )
         logger.info("project %s updated", project_id)
+    return strategy_changed
 
 
 def delete_project(db: Database, project_id: int, data_dir: Path | None = None) -> None:

@@ -79,7 +79,8 @@ def get_project(project_id: int) -> dict[str, Any]:
 @blp.response(200)
 def update_project(body: dict[str, Any], project_id: int) -> dict[str, Any]:
     app_state = state()
-    service.update_project(app_state.db, project_id, spec_from_body(body))
+    if service.update_project(app_state.db, project_id, spec_from_body(body)):
+        app_state.runner.submit("score", project_id, {"reason": "strategy changed"})
     if app_state.settings.embeddings == "background":
         # A switch to a model with embeddings needs the items embedded.
         start_embedding_if_missing(app_state.db, app_state.runner, project_id)

@@ -88,10 +88,12 @@ def edit(project_id: int) -> str | Response:
     error = None
     if form.validate_on_submit():
         try:
-            service.update_project(state().db, project_id, form.to_spec())
+            strategy_changed = service.update_project(state().db, project_id, form.to_spec())
         except LabelAndLearnError as exc:
             error = str(exc)
         else:
+            if strategy_changed:
+                state().runner.submit("score", project_id, {"reason": "strategy changed"})
             _embed_for_new_model(project_id)
             flash("Project settings saved.", "success")
             return redirect(url_for("dashboard.show", project_id=project_id))
