@@ -27,6 +27,20 @@ POSTGRES_URL = os.environ.get(
 )
 
 
+@pytest.fixture(autouse=True)
+def _restore_settings_environment() -> Iterator[None]:
+    """Undo the LABELANDLEARN_ variables that a CLI run exports for its options."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith("LABELANDLEARN_")}
+    yield
+    for key in [key for key in os.environ if key.startswith("LABELANDLEARN_")]:
+        if key not in saved:
+            del os.environ[key]
+    os.environ.update(saved)
+    from labelandlearn.settings import get_settings
+
+    get_settings.cache_clear()
+
+
 def _postgres_reachable() -> bool:
     try:
         engine = sa.create_engine(POSTGRES_URL, connect_args={"connect_timeout": 2})

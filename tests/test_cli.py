@@ -389,7 +389,8 @@ def test_predict_unknown_keep_label(run, trained, tmp_path: Path) -> None:  # ty
     assert_one_line_error(result, 2, "eggs")
 
 
-def test_embed_then_train_uses_embeddings(run, trained) -> None:  # type: ignore[no-untyped-def]
+def test_embed_then_train_uses_embeddings(run, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    data_dir = tmp_path
     before = run("train", "mail")
     assert before.exit_code == 0, before.output
     assert "run `labelandlearn embed mail`" in before.stdout
@@ -397,6 +398,8 @@ def test_embed_then_train_uses_embeddings(run, trained) -> None:  # type: ignore
     embedded = run("embed", "mail")
     assert embedded.exit_code == 0, embedded.output
     assert "have a multilingual-e5-small embedding" in embedded.stdout
+    # The vectors go to the folder that --data-dir names.
+    assert (data_dir / "data" / "embeddings" / "embeddings.sqlite3").is_file()
 
     after = run("train", "mail", "--json")
     assert after.exit_code == 0, after.output

@@ -22,10 +22,14 @@ def default_data_dir() -> Path:
     return base / "labelandlearn"
 
 
+# Environment variables that set a setting start with this, e.g. LABELANDLEARN_DATA_DIR.
+ENV_PREFIX = "LABELANDLEARN_"
+
+
 class Settings(BaseSettings):
     """Every setting of the application; each field is also ``LABELANDLEARN_<NAME>``."""
 
-    model_config = SettingsConfigDict(env_prefix="LABELANDLEARN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     data_dir: Path = Field(
         default_factory=default_data_dir,

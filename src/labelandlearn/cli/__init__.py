@@ -6,6 +6,7 @@ and exit with 2 when the input was wrong (not found, invalid, unreadable file) o
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +25,7 @@ from labelandlearn.cli.common import (
     setting_help,
 )
 from labelandlearn.errors import LabelAndLearnError
-from labelandlearn.settings import Settings
+from labelandlearn.settings import ENV_PREFIX, Settings, get_settings
 
 # Failures of file operations on paths the user gave; any other OSError is a bug and keeps
 # its traceback.
@@ -105,6 +106,11 @@ def root(
         settings = Settings(**overrides)
     except pydantic.ValidationError as error:
         fail(f"invalid setting: {_first_pydantic_error(error)}", code=2)
+    # Code that reads the process settings (the embedding cache folder, job child processes)
+    # must see the options too, or `--data-dir` would cache vectors in the default folder.
+    for name, value in overrides.items():
+        os.environ[f"{ENV_PREFIX}{name.upper()}"] = str(value)
+    get_settings.cache_clear()
     configure_logging(settings.log_level)
     ctx.obj = CliState(settings)
 
