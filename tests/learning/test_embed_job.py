@@ -6,6 +6,7 @@ offline; they skip where that package or sentence-transformers is not installed.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 from pathlib import Path
@@ -29,6 +30,7 @@ from labelandlearn.learning.project_embeddings import (
     tfidf_only_recipe,
 )
 from labelandlearn.learning.recipes import TFIDF_PARAMS
+from labelandlearn.learning.scoring import score_project
 from labelandlearn.learning.training import train_project
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Dataset, Item, Job, ModelVersion, Project
@@ -88,6 +90,18 @@ def _project(
             sa.update(Project).where(Project.id == project_id).values(model_name=model_name)
         )
     return project_id
+
+
+def run_embed_job(db: Database, project_id: int) -> dict[str, Any]:
+    """Run an embed job of the project to its end and return its result."""
+    job_id = create_job(db, EMBED_JOB, project_id)
+    run_job(db, job_id)
+    with db.session() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        assert job.status == "done", job.error
+        assert job.result is not None
+        return dict(job.result)
 
 
 def _version(db: Database, version_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -186,17 +200,11 @@ def test_training_falls_back_until_embedded(
     assert metrics["embeddings"]["missing"] == 30
     assert params["featurizer"] == "tfidf"
 
-    job_id = create_job(db, EMBED_JOB, project_id)
-    run_job(db, job_id)
-    with db.session() as session:
-        job = session.get(Job, job_id)
-        assert job is not None
-        assert job.status == "done", job.error
-        assert job.result is not None
-        assert job.result["embedded"] == 30
-        assert job.result["missing"] == 0
-        retrained = job.result["model_version_id"]
-        assert job.result["items_scored"] == 6
+    result = run_embed_job(db, project_id)
+    assert result["embedded"] == 30
+    assert result["missing"] == 0
+    retrained = result["model_version_id"]
+    assert result["items_scored"] == 6
     spec = recipe_embedding_spec(minilm_recipe)
     assert spec is not None
     texts = [text for text in corpus(per_class=8)[0]]
@@ -291,3 +299,39 @@ def test_requests_never_embed(db: Database, minilm_recipe: ModelRecipe) -> None:
     assert not cache.learn(db, project_id, new, "positive")
     assert count_missing([new], spec.backend, spec.model, spec.folder) == 1
     assert cache.learn(db, project_id, known, "positive")
+
+
+@needs_minilm
+def test_new_items_wait_for_vectors_before_scoring(
+    db: Database, minilm_recipe: ModelRecipe
+) -> None:
+    project_id = _project(db, RECIPE)
+    run_job(db, create_job(db, EMBED_JOB, project_id))
+    _, params = _version(db, train_project(db, project_id))
+    assert params["featurizer"] == "tfidf+embedding"
+    new_texts = [f"fresh tweet on gas fees {i}" for i in range(4)]
+    with db.session() as session:
+        for position, text in enumerate(new_texts, start=100):
+            session.add(
+                Item(
+                    project_id=project_id,
+                    text=text,
+                    text_hash=hashlib.sha1(text.encode()).hexdigest(),
+                    position=position,
+                )
+            )
+    spec = recipe_embedding_spec(minilm_recipe)
+    assert spec is not None
+
+    # An import or a strategy change scores nothing while new items lack vectors, and embeds
+    # nothing itself.
+    assert score_project(db, project_id, wait_for_vectors=True) == 0
+    assert count_missing(new_texts, spec.backend, spec.model, spec.folder) == 4
+
+    result = run_embed_job(db, project_id)
+    assert (result["embedded"], result["items_scored"]) == (4, 6 + 4)
+    with db.session() as session:
+        scores = session.scalars(
+            sa.select(Item.score).where(Item.project_id == project_id, Item.text.in_(new_texts))
+        ).all()
+    assert all(score != 0.0 for score in scores)

@@ -120,7 +120,7 @@ def import_command(
         from labelandlearn.learning.scoring import score_project
 
         with progress_bar("Scoring the unlabelled items") as update:
-            scored = score_project(db, project_id, progress=update)
+            scored = score_project(db, project_id, progress=update, wait_for_vectors=True)
     if as_json:
         print_json({**report.as_dict(), "items_scored": scored})
     else:

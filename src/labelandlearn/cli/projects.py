@@ -192,14 +192,15 @@ def edit(
         from labelandlearn.learning.scoring import score_project
 
         with progress_bar(f"Rescoring with {spec.strategy_name}") as update:
-            scored = score_project(db, project_id, progress=update)
+            scored = score_project(db, project_id, progress=update, wait_for_vectors=True)
         if scored:
             message = f"rescored {scored} unlabelled items with {spec.strategy_name}"
             stdout.print(message, markup=False)
         else:
             stdout.print(
-                "nothing to rescore yet: the queue follows the new strategy once the project "
-                "has a trained model and unlabelled items",
+                "nothing rescored yet: the queue follows the new strategy once the project "
+                "has a trained model, unlabelled items and, for a model with embeddings, "
+                f"their vectors (labelandlearn embed {project_id})",
                 markup=False,
             )
 

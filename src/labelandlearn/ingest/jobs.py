@@ -73,6 +73,7 @@ def run_import_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any
             context.db,
             context.project_id,
             progress=lambda fraction, text: context.progress(0.95 + 0.05 * fraction, text),
+            wait_for_vectors=True,
         )
         if result["items_scored"]:
             message += f", scored {result['items_scored']} unlabelled items"

@@ -337,6 +337,21 @@ class EmbeddingCache:
                 )
         return found
 
+    def present(self, model: str, hashes: Sequence[str]) -> set[str]:
+        """Return the hashes among ``hashes`` that have a vector, reading keys only."""
+        found: set[str] = set()
+        with self._connect() as connection:
+            for start in range(0, len(hashes), _SQL_CHUNK):
+                chunk = list(hashes[start : start + _SQL_CHUNK])
+                marks = ",".join("?" * len(chunk))
+                rows = connection.execute(
+                    f"SELECT text_sha1 FROM embeddings WHERE model = ? "  # noqa: S608
+                    f"AND text_sha1 IN ({marks})",
+                    [model, *chunk],
+                )
+                found.update(digest for (digest,) in rows)
+        return found
+
     def put_many(self, model: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
         """Store one vector per hash, replacing what was there."""
         rows = [
@@ -430,7 +445,7 @@ def count_missing(texts: Sequence[str], backend: str, model: str | None, folder:
     """Return how many distinct texts have no cached vector yet (no model is loaded)."""
     key = f"{backend}:{model or DEFAULT_MODELS[backend]}"
     hashes = sorted({text_sha1(text) for text in texts})
-    return len(hashes) - len(EmbeddingCache(folder).get_many(key, hashes))
+    return len(hashes) - len(EmbeddingCache(folder).present(key, hashes))
 
 
 def precompute_embeddings(

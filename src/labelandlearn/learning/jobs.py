@@ -55,7 +55,9 @@ def train_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 @job_handler("score")
 def score_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     """Rescore the project's unlabelled items with its strategy and current model."""
-    scored = score_project(context.db, _project_id(context), progress=context.progress)
+    scored = score_project(
+        context.db, _project_id(context), progress=context.progress, wait_for_vectors=True
+    )
     return {"items_scored": scored}
 
 
@@ -106,6 +108,11 @@ def embed_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             result["items_scored"] = score_project(context.db, project_id, model=model)
         except NotEnoughLabelsError as error:
             logger.info("embed job %s: no retrain: %s", context.job_id, error)
+    elif missing == 0 and embedded:
+        # Items imported since the current model was trained waited for their vectors to be
+        # scored (see score_project's wait_for_vectors); they have them now.
+        context.progress(0.95, "scoring the newly embedded items", force=True)
+        result["items_scored"] = score_project(context.db, project_id, wait_for_vectors=True)
     return result
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 
 from labelandlearn.errors import LabelAndLearnError, NotFoundError
 from labelandlearn.jobs.base import JobRunner
-from labelandlearn.learning.base import ModelRecipe, get_recipe
+from labelandlearn.learning.base import ModelRecipe, TextModel, get_recipe
 from labelandlearn.learning.embeddings import (
     DEFAULT_BACKEND,
     DEFAULT_MODELS,
@@ -65,6 +66,36 @@ def recipe_embedding_spec(recipe: ModelRecipe) -> EmbeddingSpec | None:
     cache_dir = params.get("cache_dir")
     folder = Path(cache_dir) if cache_dir else default_cache_folder()
     return EmbeddingSpec(backend=backend, model=model, folder=folder)
+
+
+def model_embedding_spec(model: TextModel) -> EmbeddingSpec | None:
+    """Return the embeddings a trained model reads for each text, or None when it reads none
+    (a model without embeddings, or one trained on TF-IDF alone while vectors were missing)."""
+    if not getattr(model.featurizer, "use_embeddings_", True):
+        return None
+    params = model.params
+    featurizer = str(params.get("featurizer", ""))
+    if "embedding" not in featurizer:
+        return None
+    spec = recipe_embedding_spec(
+        ModelRecipe(
+            name=str(params.get("recipe", "")),
+            featurizer=featurizer,
+            classifier=str(params.get("classifier", "")),
+            featurizer_params=dict(params.get("featurizer_params") or {}),
+        )
+    )
+    if spec is None or not backend_available(spec.backend):
+        return None
+    return spec
+
+
+def texts_without_vectors(model: TextModel, texts: Sequence[str]) -> int:
+    """Return how many distinct texts the model would have to embed before predicting."""
+    spec = model_embedding_spec(model)
+    if spec is None:
+        return 0
+    return count_missing(texts, spec.backend, spec.model, spec.folder)
 
 
 def _embedding_featurizer_params(recipe: ModelRecipe) -> dict[str, Any] | None:

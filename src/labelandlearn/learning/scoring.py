@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from labelandlearn.errors import NotFoundError
 from labelandlearn.learning.base import ProgressCallback, TextModel
+from labelandlearn.learning.project_embeddings import texts_without_vectors
 from labelandlearn.learning.strategies import get_strategy
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Item, ModelVersion, Project
@@ -63,11 +64,15 @@ def score_project(
     model: TextModel | None = None,
     progress: ProgressCallback | None = None,
     random_state: int = 0,
+    wait_for_vectors: bool = False,
 ) -> int:
     """Score every unlabelled item with the project's strategy; return how many were scored.
 
     ``model`` defaults to the project's current model. Strategies that need no model (random,
     file order) work without one; the others leave the scores as they are when there is none.
+    With ``wait_for_vectors``, a model that reads embeddings also leaves them as they are while
+    an item has no cached vector, instead of embedding the texts here (the embed job does,
+    and rescores when it has finished).
     """
     started = time.perf_counter()
     with db.session() as session:
@@ -87,6 +92,16 @@ def score_project(
         model = loaded[0]
     with db.session() as session:
         rows = _unlabelled_items(session, db.is_sqlite, project_id)
+    if wait_for_vectors and model is not None:
+        missing = texts_without_vectors(model, [row[1] for row in rows])
+        if missing:
+            logger.info(
+                "project %s: %d unlabelled texts have no cached vector yet; their scores wait "
+                "for the embed job",
+                project_id,
+                missing,
+            )
+            return 0
 
     item_ids = [row[0] for row in rows]
     predicted = started

@@ -33,7 +33,11 @@ from labelandlearn.learning.evaluation import (
     cross_validate_features_with_proba,
     cross_validate_with_proba,
 )
-from labelandlearn.learning.project_embeddings import recipe_embedding_spec, tfidf_only_recipe
+from labelandlearn.learning.project_embeddings import (
+    model_embedding_spec,
+    recipe_embedding_spec,
+    tfidf_only_recipe,
+)
 from labelandlearn.learning.stopping import prediction_change
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Item, Label, ModelVersion, Project
@@ -294,22 +298,11 @@ def _prediction_change(
 
 def _texts_without_embedding_work(model: TextModel, texts: list[str]) -> list[str]:
     """Return the texts the model can predict without embedding any: all, or the cached ones."""
-    params = model.params
-    featurizer = str(params.get("featurizer", ""))
-    if "embedding" not in featurizer:
-        return texts
-    spec = recipe_embedding_spec(
-        ModelRecipe(
-            name=str(params.get("recipe", "")),
-            featurizer=featurizer,
-            classifier=str(params.get("classifier", "")),
-            featurizer_params=dict(params.get("featurizer_params") or {}),
-        )
-    )
-    if spec is None or not backend_available(spec.backend):
+    spec = model_embedding_spec(model)
+    if spec is None:
         return texts
     cache = EmbeddingCache(spec.folder)
-    cached = cache.get_many(f"{spec.backend}:{spec.model}", [text_sha1(t) for t in texts])
+    cached = cache.present(f"{spec.backend}:{spec.model}", [text_sha1(t) for t in texts])
     return [text for text in texts if text_sha1(text) in cached]
 
 
