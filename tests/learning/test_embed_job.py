@@ -30,7 +30,7 @@ from labelandlearn.learning.project_embeddings import (
     tfidf_only_recipe,
 )
 from labelandlearn.learning.recipes import TFIDF_PARAMS
-from labelandlearn.learning.scoring import score_project
+from labelandlearn.learning.scoring import load_current_model, score_project
 from labelandlearn.learning.training import train_project
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Dataset, Item, Job, ModelVersion, Project
@@ -335,3 +335,24 @@ def test_new_items_wait_for_vectors_before_scoring(
             sa.select(Item.score).where(Item.project_id == project_id, Item.text.in_(new_texts))
         ).all()
     assert all(score != 0.0 for score in scores)
+
+
+@needs_minilm
+def test_strategies_without_model_skip_the_vector_wait(
+    db: Database, minilm_recipe: ModelRecipe
+) -> None:
+    project_id = _project(db, RECIPE)
+    run_embed_job(db, project_id)
+    train_project(db, project_id)
+    with db.session() as session:
+        session.add(
+            Item(project_id=project_id, text="no vector yet", text_hash="0" * 40, position=99)
+        )
+        session.execute(
+            sa.update(Project).where(Project.id == project_id).values(strategy_name="random")
+        )
+    loaded = load_current_model(db, project_id)
+    assert loaded is not None
+    # Random order reads no prediction, so it scores every item without waiting, even when
+    # the caller passes a model that reads embeddings.
+    assert score_project(db, project_id, model=loaded[0], wait_for_vectors=True) == 7

@@ -30,7 +30,7 @@ def test_one_text_rows_match_full_batch(name: str) -> None:
 
 
 def _restored(featurizer: object) -> object:
-    """A copy of a fitted featurizer built from its state, so it holds no cache of words."""
+    """A copy of a fitted featurizer built from its state, so it has no cache of words."""
     config, arrays = featurizer.get_state()  # type: ignore[attr-defined]
     return type(featurizer).from_state(config, arrays)  # type: ignore[attr-defined]
 

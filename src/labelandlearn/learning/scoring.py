@@ -92,7 +92,7 @@ def score_project(
         model = loaded[0]
     with db.session() as session:
         rows = _unlabelled_items(session, db.is_sqlite, project_id)
-    if wait_for_vectors and model is not None:
+    if wait_for_vectors and strategy.needs_model and model is not None:
         missing = texts_without_vectors(model, [row[1] for row in rows])
         if missing:
             logger.info(
