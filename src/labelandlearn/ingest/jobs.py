@@ -45,7 +45,8 @@ def run_import_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any
     the file once the import finished or failed.
 
     New unlabelled items are then scored with the project's strategy and current model, so
-    the queue ranks them with the items already there instead of asking them last.
+    the queue ranks them among the items already there. Unscored, they would keep the default
+    score 0, which some strategies rank above every scored item and others below.
     """
     from labelandlearn.learning.scoring import score_project
 
@@ -66,7 +67,7 @@ def run_import_job(context: JobContext, params: dict[str, Any]) -> dict[str, Any
         if params.get("delete_after"):
             path.unlink(missing_ok=True)
             logger.debug("deleted imported file %s", path)
-    result = report.as_dict()
+    result = {**report.as_dict(), "items_scored": 0}
     message = f"imported {report.rows_imported} rows"
     if report.rows_imported > report.rows_labelled:
         result["items_scored"] = score_project(
