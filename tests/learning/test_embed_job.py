@@ -338,7 +338,7 @@ def test_new_items_wait_for_vectors_before_scoring(
 
 
 @needs_minilm
-def test_strategies_without_model_skip_the_vector_wait(
+def test_random_strategy_skips_vector_wait(
     db: Database, minilm_recipe: ModelRecipe
 ) -> None:
     project_id = _project(db, RECIPE)

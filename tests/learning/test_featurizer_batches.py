@@ -35,7 +35,7 @@ def _restored(featurizer: object) -> object:
     return type(featurizer).from_state(config, arrays)  # type: ignore[attr-defined]
 
 
-def test_fitted_texts_transform_as_a_restored_featurizer_does() -> None:
+def test_fitted_texts_match_restored_featurizer() -> None:
     featurizer = make_featurizer("tfidf").fit(TEXTS)
     restored = _restored(featurizer)
     # Fitted texts in another order, repeated, then a batch with one text never fitted.
@@ -45,7 +45,7 @@ def test_fitted_texts_transform_as_a_restored_featurizer_does() -> None:
     assert abs(featurizer.transform(mixed) - restored.transform(mixed)).max() <= 1e-12
 
 
-def test_a_cache_cleared_during_the_fit_keeps_transform_right(
+def test_transform_after_cache_cleared_in_fit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # With a tiny word cache the fit clears it between batches and renumbers the words, so
@@ -78,7 +78,7 @@ def test_postgres_reconnects_after_backend_killed(
         database.dispose()
 
 
-def test_fit_on_non_str_texts_keeps_no_word_rows() -> None:
+def test_fit_on_non_str_texts_keeps_no_rows() -> None:
     # 1, 1.0 and True are equal keys with different strings, so such fits keep no rows.
     texts: list[object] = [*TEXTS, 1.0, ["a", "list"]]
     featurizer = make_featurizer("tfidf").fit(texts)  # type: ignore[arg-type]

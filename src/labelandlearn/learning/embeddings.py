@@ -297,8 +297,8 @@ class EmbeddingCache:
         connection = sqlite3.connect(self.path, timeout=30.0)
         try:
             connection.execute("PRAGMA journal_mode=WAL")
-            # Reads through a memory map skip a read() call per page: 100,000 vectors took
-            # 0.35 s against 0.47 s.
+            # Reads through a memory map skip a read() call per page: 100,000 look-ups in a
+            # standalone test took 0.35 s against 0.47 s.
             connection.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS embeddings ("
@@ -310,47 +310,34 @@ class EmbeddingCache:
         finally:
             connection.close()
 
-    def get_many(self, model: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
-        """Return the cached vectors among ``hashes``, keyed by hash."""
-        return {
-            digest: np.frombuffer(blob, dtype=np.float32)
-            for digest, blob in self.get_blobs(model, hashes).items()
-        }
-
     def get_blobs(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
         """Return the cached vectors among ``hashes`` as float32 bytes, keyed by hash.
 
         Joining the bytes of many vectors and reading them as one array took a third of the
         time of one array per vector stacked afterwards (100,000 vectors of 384 floats).
         """
-        found: dict[str, bytes] = {}
+        return dict(self._select(model, "text_sha1, vector", hashes))
+
+    def present(self, model: str, hashes: Sequence[str]) -> set[str]:
+        """Return the hashes among ``hashes`` that have a vector, reading keys only."""
+        return {digest for (digest,) in self._select(model, "text_sha1", hashes)}
+
+    def _select(self, model: str, columns: str, hashes: Sequence[str]) -> list[Any]:
+        """Return ``columns`` of the rows of ``model`` among ``hashes``, in chunks of
+        ``_SQL_CHUNK`` bound parameters."""
+        rows: list[Any] = []
         with self._connect() as connection:
             for start in range(0, len(hashes), _SQL_CHUNK):
                 chunk = list(hashes[start : start + _SQL_CHUNK])
                 marks = ",".join("?" * len(chunk))
-                found.update(
+                rows.extend(
                     connection.execute(
-                        f"SELECT text_sha1, vector FROM embeddings WHERE model = ? "  # noqa: S608
+                        f"SELECT {columns} FROM embeddings WHERE model = ? "  # noqa: S608
                         f"AND text_sha1 IN ({marks})",
                         [model, *chunk],
                     )
                 )
-        return found
-
-    def present(self, model: str, hashes: Sequence[str]) -> set[str]:
-        """Return the hashes among ``hashes`` that have a vector, reading keys only."""
-        found: set[str] = set()
-        with self._connect() as connection:
-            for start in range(0, len(hashes), _SQL_CHUNK):
-                chunk = list(hashes[start : start + _SQL_CHUNK])
-                marks = ",".join("?" * len(chunk))
-                rows = connection.execute(
-                    f"SELECT text_sha1 FROM embeddings WHERE model = ? "  # noqa: S608
-                    f"AND text_sha1 IN ({marks})",
-                    [model, *chunk],
-                )
-                found.update(digest for (digest,) in rows)
-        return found
+        return rows
 
     def put_many(self, model: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
         """Store one vector per hash, replacing what was there."""

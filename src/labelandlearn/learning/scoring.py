@@ -182,7 +182,7 @@ def _predict_unique(
     # do better there (3.5 to 3.9 s against 4.2 to 4.4 s on threads).
     # Forking copies only the calling thread, so a lock that another thread holds (logging,
     # a connection pool) would stay locked in the child. So only a single-threaded process
-    # forks, as a job's child process is; a server thread running a job in place does not.
+    # forks, such as a job's child process, and never a server running a job in a thread.
     if model.featurizer.analysed(texts):
         return _predict_threaded(model, texts, workers, progress)
     if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
