@@ -1,4 +1,4 @@
-"""Load test: simulated annotators against the real server (gunicorn, gthread) on 127.0.0.1.
+"""Load test: simulated annotators against the real server (``labelandlearn serve``) on 127.0.0.1.
 
 Each annotator logs in and submits answers through HTTP, with doubled requests and retries.
 Afterwards the script checks that exactly annotators x answers answers are stored, that no
@@ -52,7 +52,13 @@ def main() -> int:
     parser.add_argument("--annotators", type=int, default=20)
     parser.add_argument("--answers", type=int, default=100, help="answers per annotator")
     parser.add_argument(
-        "--threads", type=int, default=4, help="server request threads (gunicorn gthread)"
+        "--threads",
+        type=int,
+        default=None,
+        help="server request threads (default: the server's, 1 on SQLite and 4 on PostgreSQL)",
+    )
+    parser.add_argument(
+        "--server", choices=("auto", "waitress", "gunicorn"), default="auto", help="WSGI server"
     )
     parser.add_argument(
         "--rate",
@@ -84,7 +90,7 @@ def main() -> int:
             project_id, label_ids, credentials = prepare_load_project(
                 db, args.annotators, args.annotators * args.answers + 500, PASSWORD
             )
-            with served(url, data_dir, args.threads) as (base_url, pid):
+            with served(url, data_dir, args.threads, args.server) as (base_url, pid):
                 cpu_at_start: list[tuple[float, float]] = []
                 results, seconds = run_load(
                     base_url,

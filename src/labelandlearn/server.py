@@ -1,4 +1,4 @@
-"""Run the web application: gunicorn with threads on POSIX systems, waitress elsewhere.
+"""Run the web application: waitress by default, gunicorn (gthread worker) on request.
 
 The server runs ONE process with several request threads, because the in-process job runner
 (training, imports) and the model cache that serves predictions and online updates live in
@@ -12,6 +12,7 @@ runner shuts down.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import os
@@ -19,8 +20,10 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, cast
+
+from sqlalchemy.engine import make_url
 
 from labelandlearn.errors import ValidationError
 from labelandlearn.settings import Settings
@@ -31,13 +34,20 @@ logger = logging.getLogger(__name__)
 Backend = Literal["auto", "gunicorn", "waitress"]
 WsgiApp = Callable[..., Any]
 
-# Request threads of the one server process. With 20 annotators on 2 cores, 4 threads gave
-# the best p95 (benchmarks/load_test.py: 8 and 16 threads were slower, 2 was too few).
-DEFAULT_THREADS = 4
+# Request threads of the one server process when none are given. Every labelling request
+# writes (a lease, an answer), and SQLite takes one writer at a time, so on SQLite a single
+# request thread served 20 annotators at 200 answers/s with the lowest CPU per answer and
+# p95 (benchmarks/load_test.py, docs/benchmarks.md); more threads only added interpreter
+# lock hand-offs. waitress keeps idle and slow connections in its network thread, so one
+# request thread waits for no client. PostgreSQL takes concurrent writers, and its round trips
+# leave the CPU to other threads.
+SQLITE_THREADS = 1
+POSTGRESQL_THREADS = 4
 # Seconds gunicorn lets the worker stay silent before restarting it. Request threads never
 # run training (jobs do), so this only trips on a hung worker.
 WORKER_TIMEOUT_S = 120
 GRACEFUL_TIMEOUT_S = 10
+WAITRESS_CONNECTION_LIMIT = 1000
 LOOPBACK_NAMES = {"localhost"}
 
 
@@ -47,7 +57,8 @@ class ServerOptions:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    threads: int = DEFAULT_THREADS
+    # None: SQLITE_THREADS or POSTGRESQL_THREADS, by the database (see default_threads).
+    threads: int | None = None
     backend: Backend = "auto"
     log_level: str = "INFO"
     access_log: bool = False
@@ -112,29 +123,47 @@ def prepare_database(settings: Settings) -> None:
         db.dispose()
 
 
+def build_served_app(settings: Settings) -> Any:
+    """Build the Flask application as a server runs it: gated labelling on SQLite."""
+    from labelandlearn.web.app import create_app
+    from labelandlearn.web.gate import LabellingGate
+
+    app = create_app(settings)
+    if app.extensions["labelandlearn"].db.is_sqlite:
+        # PostgreSQL takes concurrent writers, and a request waiting for its round trips
+        # would hold the gate idle, so only SQLite gets it.
+        app.wsgi_app = LabellingGate(app.wsgi_app)  # type: ignore[method-assign]
+    return app
+
+
 def default_app_factory(settings: Settings) -> Callable[[], WsgiApp]:
     """Return a function that builds the Flask application for ``settings``."""
 
     def build() -> WsgiApp:
-        from labelandlearn.web.app import create_app
-
-        return create_app(settings)
+        return cast(WsgiApp, build_served_app(settings))
 
     return build
 
 
 def choose_backend(requested: Backend) -> Literal["gunicorn", "waitress"]:
-    """Return gunicorn where it can run (POSIX with gunicorn installed), else waitress."""
+    """Return the server to run; "auto" is waitress on every platform.
+
+    waitress reads each request whole in its network thread before a request thread runs it,
+    and sends responses from there too. So an idle or slow connection (browsers open spare
+    connections ahead of use) never occupies a request thread. gunicorn's gthread worker
+    hands each new connection to a request thread, which waits up to 5 s (gunicorn 27) for
+    the first bytes. waitress also gave the lower latency in ``benchmarks/load_test.py``
+    (docs/benchmarks.md).
+    """
     if requested != "auto":
         return requested
-    if os.name == "posix":
-        try:
-            import gunicorn  # noqa: F401
-        except ImportError:
-            logger.info("gunicorn is not installed; serving with waitress")
-            return "waitress"
-        return "gunicorn"
     return "waitress"
+
+
+def default_threads(settings: Settings) -> int:
+    """Return the request threads for ``settings``' database: 1 on SQLite, 4 otherwise."""
+    url = make_url(settings.resolved_database_url)
+    return SQLITE_THREADS if url.get_backend_name() == "sqlite" else POSTGRESQL_THREADS
 
 
 def run_server(
@@ -145,7 +174,9 @@ def run_server(
     """Serve the application until Ctrl+C or SIGTERM; raise ValidationError on a bad bind."""
     check_bind_host(options.host, settings.accounts)
     check_port_free(options.host, options.port)
-    if options.threads < 1:
+    if options.threads is None:
+        options = replace(options, threads=default_threads(settings))
+    elif options.threads < 1:
         raise ValidationError(f"threads must be at least 1, got {options.threads}")
     prepare_database(settings)
     factory = app_factory or default_app_factory(settings)
@@ -160,6 +191,27 @@ def run_server(
         _run_gunicorn(factory, options)
     else:
         _run_waitress(factory, options)
+
+
+def freeze_startup_objects() -> None:
+    """Move the objects that exist once the app is built out of the garbage collector's view.
+
+    The server process holds a few hundred thousand long-lived objects (modules, the Flask
+    app, SQLAlchemy metadata). CPython's full collection walks all of them, which paused
+    every request thread for 40 to 120 ms a few times a minute under load
+    (``benchmarks/load_test.py``); frozen objects are never walked, and are never freed, as
+    module-level objects would not be anyway. Objects made later are collected as before.
+    """
+    # Looking up the cold-start recipe imports the learning modules (and scikit-learn) that
+    # the first answer would otherwise import, which took about 170 ms of that request, and
+    # puts their objects under the freeze too.
+    from labelandlearn.learning.base import get_recipe
+    from labelandlearn.learning.online import COLD_START_RECIPE
+
+    get_recipe(COLD_START_RECIPE)
+    gc.collect()
+    gc.freeze()
+    logger.debug("froze %d objects after start-up", gc.get_freeze_count())
 
 
 def shutdown_app(app: Any) -> None:
@@ -185,6 +237,7 @@ def _gunicorn_options(options: ServerOptions) -> dict[str, Any]:
         # gunicorn's worker quits at once on SIGINT; treat Ctrl+C like SIGTERM instead, so
         # requests in flight finish.
         signal.signal(signal.SIGINT, worker.handle_exit)
+        freeze_startup_objects()
         if options.on_ready is not None:
             options.on_ready(server_url(options.host, options.port))
 
@@ -263,12 +316,20 @@ def _run_waitress(factory: Callable[[], WsgiApp], options: ServerOptions) -> Non
     from waitress import create_server
 
     app = factory()
+    freeze_startup_objects()
+    # waitress warns each time a request waits for a free request thread. Under load that
+    # happened several times a second, because labelling requests wait at the gate by design.
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(
         app,
         host=options.host.strip("[]"),
         port=options.port,
         threads=options.threads,
         ident="labelandlearn",
+        # waitress refuses connections beyond 100 by default, about 16 browsers with their
+        # spare connections; poll() has no limit on descriptor numbers, unlike select().
+        connection_limit=WAITRESS_CONNECTION_LIMIT,
+        asyncore_use_poll=True,
     )
     # SIGINT is set too, because a shell starts background jobs with SIGINT ignored.
     previous = {

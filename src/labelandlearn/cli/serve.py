@@ -17,7 +17,6 @@ from sqlalchemy.engine import make_url
 from labelandlearn.cli.common import CliState, cli_state, fail, setting_help, stdout
 from labelandlearn.errors import NotEnoughLabelsError
 from labelandlearn.server import (
-    DEFAULT_THREADS,
     Backend,
     ServerOptions,
     check_bind_host,
@@ -38,14 +37,19 @@ PortOption = Annotated[
     int | None, typer.Option("--port", help=setting_help("port"), show_default="8000")
 ]
 ThreadsOption = Annotated[
-    int, typer.Option("--threads", min=1, help="Request threads of the one server process.")
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="Request threads of the one server process.",
+        show_default="1 on SQLite, 4 on PostgreSQL",
+    ),
 ]
 ServerChoice = Annotated[
     str,
     typer.Option(
         "--server",
-        help="WSGI server: auto (gunicorn on Linux and macOS, waitress on Windows), "
-        "gunicorn or waitress.",
+        help="WSGI server: auto (waitress), waitress or gunicorn.",
     ),
 ]
 # gunicorn's arbiter exits with 3 when the worker cannot boot and 4 when the app cannot load.
@@ -104,7 +108,7 @@ def serve(
     ctx: typer.Context,
     host: HostOption = None,
     port: PortOption = None,
-    threads: ThreadsOption = DEFAULT_THREADS,
+    threads: ThreadsOption = None,
     server: ServerChoice = "auto",
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every request on stderr.")
@@ -147,7 +151,7 @@ def demo(
     ] = None,
     host: HostOption = None,
     port: PortOption = None,
-    threads: ThreadsOption = DEFAULT_THREADS,
+    threads: ThreadsOption = None,
     no_open: Annotated[
         bool, typer.Option("--no-open", help="Do not open the browser.")
     ] = False,

@@ -1,11 +1,12 @@
 r"""Entry points for WSGI servers other than ``labelandlearn serve``.
 
-Use the factory, and run ONE process with several threads, because the job runner and the
-model cache live in the process that serves requests::
+Use the factory, and run ONE process, because the job runner and the model cache live in the
+process that serves requests (``labelandlearn serve`` uses 1 request thread on SQLite and 4
+on PostgreSQL)::
 
+    waitress-serve --listen 127.0.0.1:8000 --threads 1 --call labelandlearn.web.wsgi:create_wsgi_app
     gunicorn --workers 1 --threads 4 --bind 127.0.0.1:8000 \
         'labelandlearn.web.wsgi:create_wsgi_app()'
-    waitress-serve --listen 127.0.0.1:8000 --threads 4 --call labelandlearn.web.wsgi:create_wsgi_app
 
 ``application`` is the same app for servers that need a module attribute. It is built on the
 first request, so importing this module has no side effects.
@@ -26,10 +27,12 @@ _app: Flask | None = None
 
 
 def create_wsgi_app() -> Flask:
-    """Build the application from the ``LABELANDLEARN_*`` environment settings."""
-    from labelandlearn.web.app import create_app
+    """Build the application from the ``LABELANDLEARN_*`` environment settings, as
+    ``labelandlearn serve`` runs it (labelling requests one at a time on SQLite)."""
+    from labelandlearn.server import build_served_app
 
-    return create_app(get_settings())
+    app: Flask = build_served_app(get_settings())
+    return app
 
 
 def _get_app() -> Flask:
