@@ -55,7 +55,7 @@ def main() -> int:
         "--threads",
         type=int,
         default=None,
-        help="server request threads (default: the server's, 1 on SQLite and 4 on PostgreSQL)",
+        help="server request threads (default: the server's default, 4)",
     )
     parser.add_argument(
         "--server", choices=("auto", "waitress", "gunicorn"), default="auto", help="WSGI server"

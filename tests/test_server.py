@@ -253,3 +253,16 @@ def test_demo_loads_project_and_serves(tmp_path: Path) -> None:
         assert status == 200
 
         assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_serve_access_log_on_waitress(tmp_path: Path) -> None:
+    port = free_port()
+    with labelandlearn(tmp_path, "serve", "--access-log", port=port) as server:
+        server.wait_ready()
+        status, _body = server.get("/api/v1/projects?page=1")
+        assert status == 200
+        assert server.stop() == 0
+    output = server.output()
+    assert "starting waitress" in output
+    assert '"GET /api/v1/projects?page=1 HTTP/1.1" 200' in output

@@ -19,30 +19,30 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, cast
-
-from sqlalchemy.engine import make_url
 
 from labelandlearn.errors import ValidationError
 from labelandlearn.settings import Settings
 from labelandlearn.storage.db import Database
 
 logger = logging.getLogger(__name__)
+# Request lines of ``serve --access-log`` under waitress (gunicorn writes its own).
+access_logger = logging.getLogger("labelandlearn.access")
 
 Backend = Literal["auto", "gunicorn", "waitress"]
 WsgiApp = Callable[..., Any]
 
-# Request threads of the one server process when none are given. Every labelling request
-# writes (a lease, an answer), and SQLite takes one writer at a time, so on SQLite a single
-# request thread served 20 annotators at 200 answers/s with the lowest CPU per answer and
-# p95 (benchmarks/load_test.py, docs/benchmarks.md); more threads only added interpreter
-# lock hand-offs. waitress keeps idle and slow connections in its network thread, so one
-# request thread waits for no client. PostgreSQL takes concurrent writers, and its round trips
-# leave the CPU to other threads.
-SQLITE_THREADS = 1
-POSTGRESQL_THREADS = 4
+# Request threads of the one server process. On SQLite, one thread served the load test
+# (20 annotators at 200 answers/s on 2 cores) with the least CPU per answer and the lowest
+# p95, because every labelling request writes and more threads only add interpreter-lock
+# hand-offs (docs/benchmarks.md). But with one thread a slow request (a dashboard of a
+# large project takes over a second) makes every annotator wait, and gunicorn's gthread
+# worker parks a request thread for up to 5 s on a new connection that sends nothing. So
+# the default is 4, and the labelling gate keeps the labelling requests from contending.
+DEFAULT_THREADS = 4
 # Seconds gunicorn lets the worker stay silent before restarting it. Request threads never
 # run training (jobs do), so this only trips on a hung worker.
 WORKER_TIMEOUT_S = 120
@@ -57,8 +57,7 @@ class ServerOptions:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    # None: SQLITE_THREADS or POSTGRESQL_THREADS, by the database (see default_threads).
-    threads: int | None = None
+    threads: int = DEFAULT_THREADS
     backend: Backend = "auto"
     log_level: str = "INFO"
     access_log: bool = False
@@ -160,12 +159,6 @@ def choose_backend(requested: Backend) -> Literal["gunicorn", "waitress"]:
     return "waitress"
 
 
-def default_threads(settings: Settings) -> int:
-    """Return the request threads for ``settings``' database: 1 on SQLite, 4 otherwise."""
-    url = make_url(settings.resolved_database_url)
-    return SQLITE_THREADS if url.get_backend_name() == "sqlite" else POSTGRESQL_THREADS
-
-
 def run_server(
     settings: Settings,
     options: ServerOptions,
@@ -174,9 +167,7 @@ def run_server(
     """Serve the application until Ctrl+C or SIGTERM; raise ValidationError on a bad bind."""
     check_bind_host(options.host, settings.accounts)
     check_port_free(options.host, options.port)
-    if options.threads is None:
-        options = replace(options, threads=default_threads(settings))
-    elif options.threads < 1:
+    if options.threads < 1:
         raise ValidationError(f"threads must be at least 1, got {options.threads}")
     prepare_database(settings)
     factory = app_factory or default_app_factory(settings)
@@ -196,7 +187,7 @@ def run_server(
 def freeze_startup_objects() -> None:
     """Move the objects that exist once the app is built out of the garbage collector's view.
 
-    The server process holds a few hundred thousand long-lived objects (modules, the Flask
+    The server process contains a few hundred thousand long-lived objects (modules, the Flask
     app, SQLAlchemy metadata). CPython's full collection walks all of them, which paused
     every request thread for 40 to 120 ms a few times a minute under load
     (``benchmarks/load_test.py``); frozen objects are never walked, and are never freed, as
@@ -316,12 +307,16 @@ def _run_waitress(factory: Callable[[], WsgiApp], options: ServerOptions) -> Non
     from waitress import create_server
 
     app = factory()
+    served: WsgiApp = app
+    if options.access_log:
+        access_logger.setLevel(logging.INFO)
+        served = AccessLog(app)
     freeze_startup_objects()
     # waitress warns each time a request waits for a free request thread. Under load that
     # happened several times a second, because labelling requests wait at the gate by design.
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     server = create_server(
-        app,
+        served,
         host=options.host.strip("[]"),
         port=options.port,
         threads=options.threads,
@@ -349,6 +344,41 @@ def _run_waitress(factory: Callable[[], WsgiApp], options: ServerOptions) -> Non
             signal.signal(signum, handler)
         server.close()
         shutdown_app(app)
+
+
+class AccessLog:
+    """WSGI middleware that logs one line per request, as gunicorn's access log does.
+
+    waitress writes no access log of its own. The line contains the client address, method,
+    path with query, status and the application's time in milliseconds. It is written when
+    the application returns, before the body is sent.
+    """
+
+    def __init__(self, app: WsgiApp) -> None:
+        self.app = app
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        started = time.perf_counter()
+        statuses: list[str] = []
+
+        def recording_start_response(status: str, *args: Any) -> Any:
+            statuses.append(status)
+            return start_response(status, *args)
+
+        try:
+            return self.app(environ, recording_start_response)
+        finally:
+            query = environ.get("QUERY_STRING", "")
+            path = environ.get("PATH_INFO", "") + (f"?{query}" if query else "")
+            access_logger.info(
+                '%s "%s %s %s" %s %.1f ms',
+                environ.get("REMOTE_ADDR", "-"),
+                environ.get("REQUEST_METHOD", "-"),
+                path,
+                environ.get("SERVER_PROTOCOL", "-"),
+                statuses[-1].split(" ", 1)[0] if statuses else "-",
+                (time.perf_counter() - started) * 1000,
+            )
 
 
 def _raise_keyboard_interrupt(_signum: int, _frame: Any) -> None:

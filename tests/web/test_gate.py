@@ -1,8 +1,9 @@
-"""The labelling gate: one labelling request at a time, other requests left alone."""
+"""Server middleware: the labelling gate (one labelling request at a time) and the access log."""
 
 from __future__ import annotations
 
 import gc
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,7 +12,12 @@ from typing import Any
 
 import pytest
 
-from labelandlearn.server import default_app_factory, freeze_startup_objects, shutdown_app
+from labelandlearn.server import (
+    AccessLog,
+    default_app_factory,
+    freeze_startup_objects,
+    shutdown_app,
+)
 from labelandlearn.settings import Settings
 from labelandlearn.storage.db import Database
 from labelandlearn.web.gate import LabellingGate
@@ -147,3 +153,24 @@ def test_server_app_gates_labelling_on_sqlite_only(
         assert isinstance(app.wsgi_app, LabellingGate) is database_url.startswith("sqlite")
     finally:
         shutdown_app(app)
+
+
+def test_access_log_writes_one_line_per_request(caplog: pytest.LogCaptureFixture) -> None:
+    def app(_environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        start_response("404 NOT FOUND", [])
+        return [b"missing"]
+
+    environ = {
+        "PATH_INFO": "/api/v1/projects/9",
+        "QUERY_STRING": "limit=1",
+        "REQUEST_METHOD": "GET",
+        "REMOTE_ADDR": "127.0.0.1",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+    }
+    with caplog.at_level(logging.INFO, logger="labelandlearn.access"):
+        body = AccessLog(app)(environ, lambda *_args: None)
+    assert body == [b"missing"]
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith('127.0.0.1 "GET /api/v1/projects/9?limit=1 HTTP/1.1" 404 ')
+    assert lines[0].endswith(" ms")

@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 from labelandlearn.cli.common import CliState, cli_state, fail, setting_help, stdout
 from labelandlearn.errors import NotEnoughLabelsError
 from labelandlearn.server import (
+    DEFAULT_THREADS,
     Backend,
     ServerOptions,
     check_bind_host,
@@ -37,12 +38,12 @@ PortOption = Annotated[
     int | None, typer.Option("--port", help=setting_help("port"), show_default="8000")
 ]
 ThreadsOption = Annotated[
-    int | None,
+    int,
     typer.Option(
         "--threads",
         min=1,
-        help="Request threads of the one server process.",
-        show_default="1 on SQLite, 4 on PostgreSQL",
+        help="Request threads of the one server process. On SQLite, 1 gives the lowest "
+        "labelling latency, but a slow page then makes every annotator wait.",
     ),
 ]
 ServerChoice = Annotated[
@@ -108,7 +109,7 @@ def serve(
     ctx: typer.Context,
     host: HostOption = None,
     port: PortOption = None,
-    threads: ThreadsOption = None,
+    threads: ThreadsOption = DEFAULT_THREADS,
     server: ServerChoice = "auto",
     access_log: Annotated[
         bool, typer.Option("--access-log", help="Log every request on stderr.")
@@ -151,7 +152,7 @@ def demo(
     ] = None,
     host: HostOption = None,
     port: PortOption = None,
-    threads: ThreadsOption = None,
+    threads: ThreadsOption = DEFAULT_THREADS,
     no_open: Annotated[
         bool, typer.Option("--no-open", help="Do not open the browser.")
     ] = False,

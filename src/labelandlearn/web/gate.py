@@ -6,8 +6,7 @@ for the write lock in SQLite's busy handler, which sleeps and polls, while they 
 interpreter lock back and forth at every statement. ``benchmarks/load_test.py`` (20
 annotators, 200 answers/s, 2 cores, gunicorn with 4 request threads) measured 4.1 to 6.7 ms
 of server CPU per answer and a p95 of 74 to 2,483 ms that way, against 4.0 to 4.5 ms and 29
-to 240 ms with this gate. The default server runs one request thread on SQLite, where the
-gate changes nothing; it matters for ``--threads`` above 1.
+to 240 ms with this gate. With one request thread the gate changes nothing.
 
 The gate is a lock that a labelling request holds from the start of the application call
 until the server has written the response body, so the next one starts as soon as the last

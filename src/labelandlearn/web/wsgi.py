@@ -1,10 +1,9 @@
 r"""Entry points for WSGI servers other than ``labelandlearn serve``.
 
 Use the factory, and run ONE process, because the job runner and the model cache live in the
-process that serves requests (``labelandlearn serve`` uses 1 request thread on SQLite and 4
-on PostgreSQL)::
+process that serves requests::
 
-    waitress-serve --listen 127.0.0.1:8000 --threads 1 --call labelandlearn.web.wsgi:create_wsgi_app
+    waitress-serve --listen 127.0.0.1:8000 --threads 4 --call labelandlearn.web.wsgi:create_wsgi_app
     gunicorn --workers 1 --threads 4 --bind 127.0.0.1:8000 \
         'labelandlearn.web.wsgi:create_wsgi_app()'
 
