@@ -189,7 +189,7 @@ def freeze_startup_objects() -> None:
 
     The server process contains a few hundred thousand long-lived objects (modules, the Flask
     app, SQLAlchemy metadata). CPython's full collection walks all of them, which paused
-    every request thread for 40 to 120 ms a few times a minute under load
+    every request thread for 40 to 120 ms several times per minute under load
     (``benchmarks/load_test.py``); frozen objects are never walked, and are never freed, as
     module-level objects would not be anyway. Objects made later are collected as before.
     """
