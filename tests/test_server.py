@@ -266,3 +266,67 @@ def test_serve_access_log_on_waitress(tmp_path: Path) -> None:
     output = server.output()
     assert "starting waitress" in output
     assert '"GET /api/v1/projects?page=1 HTTP/1.1" 200' in output
+
+
+SLOW_SERVER = """
+import sys, time
+from pathlib import Path
+from labelandlearn.server import ServerOptions, run_server
+from labelandlearn.settings import Settings
+
+def slow_app(environ, start_response):
+    time.sleep(0.6)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [environ["PATH_INFO"].encode()]
+
+settings = Settings(data_dir=Path(sys.argv[1]))
+options = ServerOptions(
+    port=int(sys.argv[2]), threads=1, backend="waitress",
+    on_ready=lambda url: print("ready", flush=True),
+)
+run_server(settings, options, app_factory=lambda: slow_app)
+print("stopped", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_waitress_stop_sends_queued_responses(tmp_path: Path, signum: int) -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SLOW_SERVER, str(tmp_path), str(port)],
+        env=cli_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "ready"
+        results: dict[str, object] = {}
+
+        def fetch(path: str) -> None:
+            url = f"http://127.0.0.1:{port}{path}"
+            try:
+                with urllib.request.urlopen(url, timeout=20) as response:
+                    results[path] = response.read().decode()
+            except OSError as error:
+                results[path] = error
+
+        # One request thread: the first request runs, the other two wait in the queue.
+        clients = [threading.Thread(target=fetch, args=(f"/r{i}",)) for i in range(3)]
+        for client in clients:
+            client.start()
+            time.sleep(0.05)
+        time.sleep(0.2)
+        process.send_signal(signum)
+        for client in clients:
+            client.join(timeout=20)
+        assert results == {"/r0": "/r0", "/r1": "/r1", "/r2": "/r2"}
+        assert process.wait(timeout=STOP_TIMEOUT_S) == 0
+        output = process.stdout.read()
+        assert "stopped" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

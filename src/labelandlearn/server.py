@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -190,7 +191,7 @@ def freeze_startup_objects() -> None:
     The server process contains a few hundred thousand long-lived objects (modules, the Flask
     app, SQLAlchemy metadata). CPython's full collection walks all of them, which paused
     every request thread for 40 to 120 ms several times per minute under load
-    (``benchmarks/load_test.py``); frozen objects are never walked, and are never freed, as
+    (``benchmarks/load_test.py``). Frozen objects are never walked, and never freed, which
     module-level objects would not be anyway. Objects made later are collected as before.
     """
     # Looking up the cold-start recipe imports the learning modules (and scikit-learn) that
@@ -327,8 +328,9 @@ def _run_waitress(factory: Callable[[], WsgiApp], options: ServerOptions) -> Non
         asyncore_use_poll=True,
     )
     # SIGINT is set too, because a shell starts background jobs with SIGINT ignored.
+    stop = _WaitressStop(server)
     previous = {
-        signum: signal.signal(signum, _raise_keyboard_interrupt)
+        signum: signal.signal(signum, stop.handle_signal)
         for signum in (signal.SIGINT, signal.SIGTERM)
     }
     try:
@@ -339,11 +341,72 @@ def _run_waitress(factory: Callable[[], WsgiApp], options: ServerOptions) -> Non
     except KeyboardInterrupt:
         pass
     finally:
+        stop.stopped = True
         logger.info("stopping the server")
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         server.close()
         shutdown_app(app)
+
+
+class _WaitressStop:
+    """Stop waitress gracefully: finish and send what was received, then stop.
+
+    waitress itself, on KeyboardInterrupt, gives running requests 5 s and closes every
+    connection without sending their responses or running the requests still queued. Here
+    the first SIGINT or SIGTERM stops accepting connections. The request threads then finish
+    the queue and the network thread sends the responses, for up to ``GRACEFUL_TIMEOUT_S``,
+    before a KeyboardInterrupt stops the loop. A second signal stops it at once.
+    """
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+        self.draining = False
+        # Set once the loop has ended, so a late drain thread sends no signal.
+        self.stopped = False
+
+    def handle_signal(self, _signum: int, _frame: Any) -> None:
+        if self.draining:
+            raise KeyboardInterrupt
+        self.draining = True
+        logger.info("stopping: finishing the requests already received")
+        from waitress.server import BaseWSGIServer
+
+        # Runs in the main thread, between turns of waitress's loop, so no lock is needed.
+        for dispatcher in self._dispatchers():
+            if isinstance(dispatcher, BaseWSGIServer):
+                dispatcher.accepting = False
+        threading.Thread(target=self._interrupt_when_idle, daemon=True).start()
+
+    def _interrupt_when_idle(self) -> None:
+        deadline = time.monotonic() + GRACEFUL_TIMEOUT_S
+        while time.monotonic() < deadline and not self._idle():
+            time.sleep(0.05)
+        if not self.stopped:
+            # A real signal wakes the loop out of poll(); handle_signal then raises.
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def _dispatchers(self) -> list[Any]:
+        """Return the listening sockets and connections of waitress's socket map."""
+        # A server with one listening socket keeps the map as ``_map`` (waitress 3.0), the
+        # server for several sockets as ``map``.
+        socket_map = getattr(self.server, "map", None)
+        if socket_map is None:
+            socket_map = self.server._map
+        return list(socket_map.values())
+
+    def _idle(self) -> bool:
+        from waitress.channel import HTTPChannel
+
+        tasks = self.server.task_dispatcher
+        with tasks.lock:
+            if tasks.queue or tasks.active_count:
+                return False
+        return not any(
+            channel.requests or channel.total_outbufs_len
+            for channel in self._dispatchers()
+            if isinstance(channel, HTTPChannel)
+        )
 
 
 class AccessLog:
@@ -379,10 +442,6 @@ class AccessLog:
                 statuses[-1].split(" ", 1)[0] if statuses else "-",
                 (time.perf_counter() - started) * 1000,
             )
-
-
-def _raise_keyboard_interrupt(_signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def flush_standard_streams() -> None:
