@@ -275,7 +275,7 @@ from labelandlearn.server import ServerOptions, run_server
 from labelandlearn.settings import Settings
 
 def slow_app(environ, start_response):
-    time.sleep(0.6)
+    time.sleep(0.8)
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [environ["PATH_INFO"].encode()]
 
@@ -318,7 +318,8 @@ def test_waitress_stop_sends_queued_responses(tmp_path: Path, signum: int) -> No
         for client in clients:
             client.start()
             time.sleep(0.05)
-        time.sleep(0.2)
+        # The first request runs for 0.8 s, so it is still running when the signal comes.
+        time.sleep(0.4)
         process.send_signal(signum)
         for client in clients:
             client.join(timeout=20)
