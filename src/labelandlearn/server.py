@@ -23,11 +23,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
 from labelandlearn.errors import ValidationError
 from labelandlearn.settings import Settings
 from labelandlearn.storage.db import Database
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 logger = logging.getLogger(__name__)
 # Request lines of ``serve --access-log`` under waitress (gunicorn writes its own).
@@ -123,7 +126,7 @@ def prepare_database(settings: Settings) -> None:
         db.dispose()
 
 
-def build_served_app(settings: Settings) -> Any:
+def build_served_app(settings: Settings) -> Flask:
     """Build the Flask application as a server runs it: gated labelling on SQLite."""
     from labelandlearn.web.app import create_app
     from labelandlearn.web.gate import LabellingGate
@@ -140,7 +143,7 @@ def default_app_factory(settings: Settings) -> Callable[[], WsgiApp]:
     """Return a function that builds the Flask application for ``settings``."""
 
     def build() -> WsgiApp:
-        return cast(WsgiApp, build_served_app(settings))
+        return build_served_app(settings)
 
     return build
 
@@ -322,8 +325,8 @@ def _run_waitress(factory: Callable[[], WsgiApp], options: ServerOptions) -> Non
         port=options.port,
         threads=options.threads,
         ident="labelandlearn",
-        # waitress refuses connections beyond 100 by default, about 16 browsers with their
-        # spare connections; poll() has no limit on descriptor numbers, unlike select().
+        # waitress refuses connections beyond 100 by default, which 16 browsers reach at 6
+        # connections each. poll() has no limit on descriptor numbers, unlike select().
         connection_limit=WAITRESS_CONNECTION_LIMIT,
         asyncore_use_poll=True,
     )
@@ -357,6 +360,10 @@ class _WaitressStop:
     the first SIGINT or SIGTERM stops accepting connections. The request threads then finish
     the queue and the network thread sends the responses, for up to ``GRACEFUL_TIMEOUT_S``,
     before a KeyboardInterrupt stops the loop. A second signal stops it at once.
+
+    The drain reads waitress internals (3.0: the socket map, the task queue, the channels'
+    pending requests and output). If a later waitress lacks them, the server logs a warning
+    and stops the way waitress does by itself.
     """
 
     def __init__(self, server: Any) -> None:
@@ -373,15 +380,22 @@ class _WaitressStop:
         from waitress.server import BaseWSGIServer
 
         # Runs in the main thread, between turns of waitress's loop, so no lock is needed.
-        for dispatcher in self._dispatchers():
-            if isinstance(dispatcher, BaseWSGIServer):
-                dispatcher.accepting = False
+        try:
+            for dispatcher in self._dispatchers():
+                if isinstance(dispatcher, BaseWSGIServer):
+                    dispatcher.accepting = False
+        except AttributeError as error:
+            logger.warning("stopping without waiting for requests (waitress changed): %s", error)
+            raise KeyboardInterrupt from None
         threading.Thread(target=self._interrupt_when_idle, daemon=True).start()
 
     def _interrupt_when_idle(self) -> None:
         deadline = time.monotonic() + GRACEFUL_TIMEOUT_S
-        while time.monotonic() < deadline and not self._idle():
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline and not self._idle():
+                time.sleep(0.05)
+        except AttributeError as error:
+            logger.warning("stopping without waiting for requests (waitress changed): %s", error)
         if not self.stopped:
             # A real signal wakes the loop out of poll(); handle_signal then raises.
             os.kill(os.getpid(), signal.SIGINT)

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import gc
 import logging
+import signal
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from labelandlearn.server import (
-    AccessLog,
-    default_app_factory,
-    freeze_startup_objects,
-    shutdown_app,
-)
+from labelandlearn.server import AccessLog, _WaitressStop, default_app_factory, shutdown_app
 from labelandlearn.settings import Settings
 from labelandlearn.storage.db import Database
 from labelandlearn.web.gate import LabellingGate
@@ -111,7 +108,7 @@ def test_releases_the_gate_when_the_app_raises() -> None:
     assert not finished.is_alive(), "the gate stayed locked after the app raised"
 
 
-def test_closes_the_inner_body_before_releasing() -> None:
+def test_closes_the_inner_body() -> None:
     closed: list[str] = []
 
     class Body(list[bytes]):
@@ -126,22 +123,36 @@ def test_closes_the_inner_body_before_releasing() -> None:
     assert closed == ["inner"]
 
 
-@pytest.fixture
-def unfrozen() -> Iterator[None]:
-    yield
-    gc.unfreeze()
+FREEZE_IN_FRESH_PROCESS = """
+import gc, sys
+from labelandlearn.server import freeze_startup_objects
+print("sklearn" in sys.modules, "labelandlearn.learning.classifiers" in sys.modules)
+freeze_startup_objects()
+print("sklearn" in sys.modules, "labelandlearn.learning.classifiers" in sys.modules)
+print(gc.get_freeze_count())
+"""
 
 
-@pytest.mark.usefixtures("unfrozen")
 def test_freeze_startup_objects_hides_them_from_the_collector() -> None:
-    gc.unfreeze()
-    freeze_startup_objects()
-    assert gc.get_freeze_count() > 10_000
-    # The learning modules that the first answer needs are imported before the freeze.
-    import sys
+    # A fresh process, because this test process has imported the learning modules already.
+    output = subprocess.run(
+        [sys.executable, "-c", FREEZE_IN_FRESH_PROCESS],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.split("\n")
+    assert output[0] == "False False", "the server module imports scikit-learn by itself"
+    # The learning modules that the first labelling request needs are imported before the freeze.
+    assert output[1] == "True True"
+    assert int(output[2]) > 10_000
 
-    assert "labelandlearn.learning.classifiers" in sys.modules
-    assert "sklearn" in sys.modules
+
+def test_waitress_stop_falls_back_without_internals(caplog: pytest.LogCaptureFixture) -> None:
+    stop = _WaitressStop(server=object())
+    with pytest.raises(KeyboardInterrupt), caplog.at_level(logging.WARNING):
+        stop.handle_signal(signal.SIGTERM, None)
+    assert "stopping without waiting for requests" in caplog.text
 
 
 def test_server_app_gates_labelling_on_sqlite_only(

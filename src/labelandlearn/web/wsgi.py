@@ -30,8 +30,7 @@ def create_wsgi_app() -> Flask:
     ``labelandlearn serve`` runs it (labelling requests one at a time on SQLite)."""
     from labelandlearn.server import build_served_app
 
-    app: Flask = build_served_app(get_settings())
-    return app
+    return build_served_app(get_settings())
 
 
 def _get_app() -> Flask:
