@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
+import numpy as np
 import pytest
 import scipy.sparse as sp
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from learning_helpers import corpus
 
 from conftest import POSTGRES_URL
@@ -86,3 +91,80 @@ def test_fit_on_non_str_texts_keeps_no_rows() -> None:
     restored = _restored(featurizer)
     batch = [*TEXTS, 1]
     assert abs(featurizer.transform(batch) - restored.transform(batch)).max() <= 1e-12
+
+
+def test_restored_featurizer_looks_up_many_new_words_in_numpy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every word of a restored featurizer is new, so a large batch takes the numpy look-up.
+    monkeypatch.setattr(featurizers, "_VECTOR_MIN_WORDS", 1)
+    for char_range in ([3, 4], [2, 4], [1, 1], [4, 4]):
+        featurizer = make_featurizer("tfidf", char_ngram_range=char_range).fit(TEXTS)
+        batch = [*TEXTS, "ΑΣ words 𝐁𝐔𝐘 never fitted", "x"]
+        expected = featurizer.transform(batch)
+        restored = _restored(featurizer)
+        assert abs(expected - restored.transform(batch)).max() <= 1e-12, char_range
+
+
+# Letters from several scripts, one outside the Basic Multilingual Plane, and a space.
+_WORD_CHARACTERS = "abcαβ€й1_'𝐁"
+_words = st.lists(st.text(alphabet=_WORD_CHARACTERS, min_size=1, max_size=7), max_size=40)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    vocabulary_words=_words,
+    words=_words,
+    char_range=st.sampled_from([(1, 1), (1, 4), (2, 4), (3, 4), (4, 4), (3, 3)]),
+)
+def test_numpy_char_ngrams_match_python(
+    vocabulary_words: list[str], words: list[str], char_range: tuple[int, int]
+) -> None:
+    low, high = char_range
+    terms = {
+        gram for word in vocabulary_words for gram in featurizers.char_ngrams(word, *char_range)
+    }
+    vocabulary = {term: 7 + column for column, term in enumerate(sorted(terms))}
+    index = featurizers._CharGramIndex(vocabulary, char_range)
+    assert index.usable
+    if not words:
+        return
+    counts, columns = index.word_columns(words)
+    assert counts.sum() == len(columns)
+    ends = np.cumsum(counts)
+    for number, word in enumerate(words):
+        found = columns[ends[number] - counts[number] : ends[number]].tolist()
+        grams = featurizers.char_ngrams(word, low, high)
+        expected = [vocabulary[gram] for gram in grams if gram in vocabulary]
+        assert Counter(found) == Counter(expected), word
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    keys=st.lists(st.integers(0, 2**63 - 1), unique=True), other=st.lists(st.integers(0, 2**63 - 1))
+)
+def test_key_table_finds_each_key(keys: list[int], other: list[int]) -> None:
+    values = np.arange(len(keys), dtype=np.int64) * 3
+    table = featurizers._KeyTable(np.asarray(keys, dtype=np.uint64), values)
+    assert table.get(np.asarray(keys, dtype=np.uint64)).tolist() == values.tolist()
+    position = {key: value for key, value in zip(keys, values.tolist(), strict=True)}
+    expected = [position.get(key, -1) for key in other]
+    assert table.get(np.asarray(other, dtype=np.uint64)).tolist() == expected
+
+
+_texts = st.lists(
+    st.text(alphabet="aΑΣσς İ\tb\n\ufdd0\u00a0x", max_size=12), min_size=65, max_size=90
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(texts=_texts)
+def test_joined_split_matches_split_per_text(texts: list[str]) -> None:
+    batch = featurizers._split_words(texts)
+    words = [text.lower().split() for text in texts]
+    assert batch.n_texts == len(texts)
+    got: list[list[str]] = [[] for _ in texts]
+    for row, number in zip(batch.text_of.tolist(), batch.occurrences.tolist(), strict=True):
+        got[row].append(batch.words[number])
+    assert got == words
+    assert len(set(batch.words)) == len(batch.words)

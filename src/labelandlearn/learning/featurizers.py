@@ -65,6 +65,10 @@ _EMPTY_COLUMNS = np.zeros(0, dtype=np.int32)
 # products (hashing 253 to 72 us, TF-IDF 349 to 92 us, SMS spam texts, 2 shared CPUs). Larger
 # batches keep the products, because sorting every occurrence scales worse.
 _SMALL_BATCH = 64
+# From this many new words at once, their character n-grams are looked up in numpy. Building
+# the look-up index of a 300,000-term vocabulary takes about 0.1 s, which one new word in a
+# labelling request should not pay.
+_VECTOR_MIN_WORDS = 2_000
 
 
 def _check_range(name: str, value: Sequence[int]) -> tuple[int, int]:
@@ -393,6 +397,11 @@ def _idf(df: np.ndarray, n_documents: int) -> np.ndarray:
 
 # Bigram key of two unigram columns (or token ids): first * _PAIR_BASE + second, in int64.
 _PAIR_BASE = np.int64(2**31)
+# Joins a batch's texts so that one split() call splits them all. The separator word is a
+# Unicode noncharacter, which texts should not contain. A batch that contains it is split text
+# by text.
+_SEPARATOR_WORD = "\ufdd0"
+_TEXT_SEPARATOR = f" {_SEPARATOR_WORD} "
 
 
 @dataclass
@@ -406,6 +415,10 @@ class _WordBatch:
 
 
 def _split_words(texts: Sequence[str]) -> _WordBatch:
+    if len(texts) > _SMALL_BATCH and all(type(text) is str for text in texts):
+        joined = _TEXT_SEPARATOR.join(texts)
+        if joined.count(_SEPARATOR_WORD) == len(texts) - 1:
+            return _split_joined(joined.lower(), len(texts))
     split = [str(text).lower().split() for text in texts]
     flat = list(chain.from_iterable(split))
     index = dict(zip(dict.fromkeys(flat), range(len(flat)), strict=False))
@@ -413,6 +426,27 @@ def _split_words(texts: Sequence[str]) -> _WordBatch:
     lengths = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
     text_of = np.repeat(np.arange(len(split), dtype=np.int64), lengths)
     return _WordBatch(occurrences, text_of, list(index), len(split))
+
+
+def _split_joined(lowered: str, n_texts: int) -> _WordBatch:
+    """Split texts joined by ``_TEXT_SEPARATOR`` (and lower-cased) in one call.
+
+    One ``lower`` and one ``split`` for a batch took about half the time of one per text.
+    Lower-casing the joined texts gives each text what lower-casing it alone gives: the one
+    context-dependent rule, the final sigma, looks only as far as the nearest space.
+    """
+    flat = lowered.split()
+    index = dict(zip(dict.fromkeys(flat), range(len(flat)), strict=False))
+    numbers = np.fromiter(map(index.__getitem__, flat), dtype=np.int64, count=len(flat))
+    separator = index.get(_SEPARATOR_WORD, -1)
+    is_separator = numbers == separator
+    text_of = np.cumsum(is_separator)[~is_separator]
+    occurrences = numbers[~is_separator]
+    words = list(index)
+    if separator >= 0:
+        occurrences -= occurrences > separator
+        del words[separator]
+    return _WordBatch(occurrences, text_of, words, n_texts)
 
 
 def _expand(
@@ -509,6 +543,176 @@ class _Units:
     n_words: int
     word: sp.csr_matrix
     char: sp.csr_matrix
+
+
+class _KeyTable:
+    """A hash table from uint64 keys to non-negative int64 values, built and read in numpy.
+
+    Open addressing with linear probing at a load of at most 0.4, so most look-ups end at the
+    first slot. 135,000 look-ups among 150,000 random keys took 4 ms against 11 ms for a binary
+    search of the sorted keys, whose 17 steps mostly miss the CPU caches.
+    """
+
+    _MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray) -> None:
+        keys = np.asarray(keys).astype(np.uint64)
+        bits = max(4, int(np.ceil(np.log2(max(1, len(keys)) / 0.4))))
+        self._shift = np.uint64(64 - bits)
+        self._mask = np.int64((1 << bits) - 1)
+        self._keys = np.zeros(1 << bits, dtype=np.uint64)
+        self._values = np.full(1 << bits, -1, dtype=np.int64)
+        # Each round places, for every free slot some pending key probes, the first such key;
+        # the others move one slot on. A key placed in round r passed r slots that were
+        # already taken, so a look-up that walks from the home slot to the first empty one
+        # finds it.
+        pending = np.arange(len(keys), dtype=np.int64)
+        slots = self._home(keys)
+        self._rounds = 0
+        while len(pending):
+            self._rounds += 1
+            at = slots[pending]
+            free = self._values[at] < 0
+            taken_slots, first = np.unique(at[free], return_index=True)
+            chosen = pending[free][first]
+            self._keys[taken_slots] = keys[chosen]
+            self._values[taken_slots] = np.asarray(values)[chosen]
+            placed = np.zeros(len(keys), dtype=bool)
+            placed[chosen] = True
+            pending = pending[~placed[pending]]
+            slots[pending] = (slots[pending] + 1) & self._mask
+
+    def _home(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys * self._MULTIPLIER) >> self._shift).astype(np.int64)
+
+    def get(self, keys: np.ndarray) -> np.ndarray:
+        """Return the value of each key, -1 for a key not in the table."""
+        keys = np.asarray(keys).astype(np.uint64)
+        found = np.full(len(keys), -1, dtype=np.int64)
+        pending = np.arange(len(keys), dtype=np.int64)
+        slots = self._home(keys)
+        for _ in range(self._rounds):
+            values = self._values[slots]
+            hit = (values >= 0) & (self._keys[slots] == keys)
+            found[pending[hit]] = values[hit]
+            more = (values >= 0) & ~hit
+            if not more.any():
+                break
+            pending, keys = pending[more], keys[more]
+            slots = (slots[more] + 1) & self._mask
+        return found
+
+
+class _CharGramIndex:
+    """Looks up the columns of the character n-grams of many words at once, in numpy.
+
+    Each character of the vocabulary gets a number from 1 up. An n-gram of up to four
+    characters becomes one uint64 key of 16 bits per character, found in a hash table of the
+    vocabulary's n-grams of the same length. A character outside the vocabulary numbers 0,
+    which no vocabulary key contains, so its n-grams are unknown. A model read back from the
+    database meets every word as new: for the 123,745 distinct words of 100,000 tweets this
+    took 0.16 to 0.30 s against 0.82 s for ``char_ngrams`` and dictionary look-ups.
+    """
+
+    MAX_N = 4
+    _BITS = 16
+
+    def __init__(self, columns: Mapping[str, int], char_range: tuple[int, int]) -> None:
+        self.low, self.high = char_range
+        terms = list(columns)
+        self.codes = np.unique(_code_points("".join(terms)))
+        self.usable = self.high <= self.MAX_N and len(self.codes) < 2**self._BITS - 1
+        # The vocabulary's n-grams by length, keyed as above.
+        self._tables: dict[int, _KeyTable] = {}
+        if not self.usable:
+            return
+        lengths = np.fromiter(map(len, terms), dtype=np.int64, count=len(terms))
+        values = np.fromiter(columns.values(), dtype=np.int64, count=len(terms))
+        for n in range(1, self.high + 1):
+            at = np.flatnonzero(lengths == n)
+            if len(at) == 0:
+                continue
+            numbers = self._numbers(_code_points("".join(terms[i] for i in at.tolist())))
+            grams = list(numbers.reshape(len(at), n).T)
+            self._tables[n] = _KeyTable(self._keys(grams), values[at])
+
+    def _numbers(self, points: np.ndarray) -> np.ndarray:
+        """Number code points from 1 in the vocabulary's characters, 0 for any other."""
+        at = np.searchsorted(self.codes, points)
+        at[at == len(self.codes)] = 0
+        found = self.codes[at] == points if len(self.codes) else np.zeros(len(points), bool)
+        return np.where(found, at + 1, 0).astype(np.uint64)
+
+    def _keys(self, parts: Sequence[np.ndarray]) -> np.ndarray:
+        """Pack equally long arrays of character numbers, first character highest."""
+        keys = np.zeros(len(parts[0]), dtype=np.uint64)
+        for part in parts:
+            keys <<= np.uint64(self._BITS)
+            keys |= part
+        return keys
+
+    def _lookup(self, n: int, keys: np.ndarray) -> np.ndarray:
+        table = self._tables.get(n)
+        if table is None:
+            return np.full(len(keys), -1, dtype=np.int64)
+        return table.get(keys)
+
+    def word_columns(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Return (number of known n-grams of each word, their columns word by word), as
+        ``char_ngrams`` and the vocabulary would give them."""
+        padded_lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words)) + 2
+        numbers = self._numbers(_code_points(" " + "  ".join(words) + " "))
+        total = len(numbers)
+        ends = np.cumsum(padded_lengths)
+        word_of = np.repeat(np.arange(len(words), dtype=np.int64), padded_lengths)
+        end_of = ends[word_of]
+        position = np.arange(total, dtype=np.int64)
+        # One slot per position and length, so columns come out grouped by word.
+        span = self.high - self.low + 1
+        slots = np.full((total, span), -1, dtype=np.int64)
+        for offset, n in enumerate(range(self.low, self.high + 1)):
+            starts = np.flatnonzero(position + n <= end_of)
+            parts = [numbers[starts + k] for k in range(n)]
+            slots[starts, offset] = self._lookup(n, self._keys(parts))
+        # A padded word no longer than ``low`` characters is one n-gram, the whole of it.
+        short = np.flatnonzero(padded_lengths < self.low)
+        for length in np.unique(padded_lengths[short]).tolist():
+            at = short[padded_lengths[short] == length]
+            starts = ends[at] - length
+            parts = [numbers[starts + k] for k in range(length)]
+            slots[starts, 0] = self._lookup(length, self._keys(parts))
+        flat = slots.ravel()
+        known = flat >= 0
+        counts = np.bincount(np.repeat(word_of, span)[known], minlength=len(words))
+        return counts, flat[known]
+
+
+def _code_points(text: str) -> np.ndarray:
+    # surrogatepass keeps a lone surrogate as one code point, as it is one character of a str.
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+class _VocabularyColumns:
+    """The columns of character n-grams in a fitted vocabulary, term by term or, for many new
+    words at once, word by word in numpy (``_CharGramIndex``, built on first use)."""
+
+    def __init__(self, vocabulary: dict[str, int], char_range: tuple[int, int]) -> None:
+        self.vocabulary = vocabulary
+        self.char_range = char_range
+        self._index: _CharGramIndex | None = None
+
+    def __call__(self, terms: list[str]) -> list[int]:
+        return list(map(self.vocabulary.get, terms, repeat(-1)))
+
+    def of_words(self, words: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return (known n-grams per word, their columns) for many words, else None."""
+        if len(words) < _VECTOR_MIN_WORDS:
+            return None
+        if self._index is None:
+            self._index = _CharGramIndex(self.vocabulary, self.char_range)
+        if not self._index.usable:
+            return None
+        return self._index.word_columns(words)
 
 
 class _WordLevelAnalyzer:
@@ -661,6 +865,11 @@ class _WordLevelAnalyzer:
         # One call per kind of term for all new words, so the lookups loop in C.
         tokens = list(map(_TOKEN_RE.findall, words))
         self.tokens.append(_lengths(tokens), _flat_columns(token_columns, tokens))
+        if isinstance(char_columns, _VocabularyColumns):
+            found = char_columns.of_words(words)
+            if found is not None:
+                self.chars.append(*found)
+                return
         low, high = self.char_range
         grams = [char_ngrams(word, low, high) for word in words]
         columns = _flat_columns(char_columns, grams)
@@ -787,21 +996,16 @@ class _WordGramColumns:
             if a is not None and b is not None:
                 keys.append(a * int(_PAIR_BASE) + b)
                 columns.append(column)
-        order = np.argsort(np.asarray(keys, dtype=np.int64), kind="stable")
-        self.pair_keys = np.asarray(keys, dtype=np.int64)[order]
-        self.pair_columns = np.asarray(columns, dtype=np.int64)[order]
+        self._pairs = _KeyTable(
+            np.asarray(keys, dtype=np.int64), np.asarray(columns, dtype=np.int64)
+        )
 
     def token_columns(self, tokens: list[str]) -> list[int]:
         return list(map(self.unigrams.get, tokens, repeat(-1)))
 
     def bigram_columns(self, keys: np.ndarray) -> np.ndarray:
         """Return the column of each bigram key, -1 for a bigram outside the vocabulary."""
-        if len(self.pair_keys) == 0:
-            return np.full(len(keys), -1, dtype=np.int64)
-        positions = np.searchsorted(self.pair_keys, keys)
-        positions[positions == len(self.pair_keys)] = 0
-        found = self.pair_keys[positions] == keys
-        return np.where(found, self.pair_columns[positions], -1)
+        return self._pairs.get(keys)
 
 
 def _word_level_counts(
@@ -867,13 +1071,35 @@ def _word_level_product(
         columns = grams.bigram_columns(keys)
         bigram_rows = key_rows[columns >= 0]
         bigram_units = units.n_words + columns[columns >= 0]
-    all_rows = np.concatenate([text_of, bigram_rows])
-    all_columns = np.concatenate([occurrences, bigram_units])
-    texts_by_units = sp.csr_matrix(
-        (np.ones(len(all_rows)), (all_rows, all_columns)),
-        shape=(len(texts), units.word.shape[0]),
+    texts_by_units = _row_ordered_matrix(
+        [text_of, bigram_rows], [occurrences, bigram_units], len(texts), units.word.shape[0]
     )
     return texts_by_units @ units.word, texts_by_units @ units.char
+
+
+def _row_ordered_matrix(
+    rows: list[np.ndarray], columns: list[np.ndarray], n_rows: int, n_columns: int
+) -> sp.csr_matrix:
+    """Return the (rows x columns) matrix with a one per entry, built straight as CSR.
+
+    Each part's rows must be ascending. A row's entries stay unsorted and repeated columns stay
+    apart; sparse products add them up all the same. Going through COO instead sorts every
+    entry, which took a third of the time of the two products that follow.
+    """
+    counts = [np.bincount(part, minlength=n_rows) for part in rows]
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(sum(counts), out=indptr[1:])
+    indices = np.empty(int(indptr[-1]), dtype=np.int32)
+    start = indptr[:-1].copy()
+    for part_rows, part_columns, part_counts in zip(rows, columns, counts, strict=True):
+        if len(part_rows):
+            # Entry k of a part goes to its row's next free places, in order.
+            first = np.cumsum(part_counts) - part_counts
+            rank = np.arange(len(part_rows), dtype=np.int64) - first[part_rows]
+            indices[start[part_rows] + rank] = part_columns
+        start += part_counts
+    data = np.ones(len(indices), dtype=np.float64)
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_columns))
 
 
 @register_featurizer("tfidf")
@@ -986,6 +1212,9 @@ class TfidfFeaturizer(Featurizer):
         self._idf = np.concatenate([self.word_idf_, self.char_idf_])
         if self._word_level is not None:
             self._word_grams = _WordGramColumns(word_terms)
+            self._char_columns = _VocabularyColumns(
+                self.char_vocabulary_, self._word_level.char_range
+            )
 
     def analysed(self, texts: Sequence[str]) -> bool:
         return self._word_level is not None and self._word_level.remembers(texts)
@@ -1008,7 +1237,7 @@ class TfidfFeaturizer(Featurizer):
                 self._word_level,
                 texts,
                 self._word_grams,
-                lambda terms: list(map(char_get, terms, repeat(-1))),
+                self._char_columns,
                 len(self.word_vocabulary_),
                 len(self.char_vocabulary_),
             )
