@@ -172,3 +172,35 @@ def test_threaded_scoring_matches_one_thread(
     assert score_project(sqlite_db, project_id, model=model) == 30
     assert workers == [2]
     assert np.allclose(pool_scores(sqlite_db, project_id), alone)
+
+
+def test_read_back_model_scores_on_threads_beside_other_threads(
+    sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A job thread of the server must not fork, so a model read back scores on threads.
+    texts, labels = corpus(per_class=30)
+    half: list[str | None] = [label if i % 3 else None for i, label in enumerate(labels)]
+    project_id = create_project(sqlite_db, texts, half)
+    train_project(sqlite_db, project_id)
+
+    score_project(sqlite_db, project_id)
+    alone = pool_scores(sqlite_db, project_id)
+    monkeypatch.setattr(scoring, "PARALLEL_MIN_TEXTS", 10)
+    monkeypatch.setattr(scoring, "SCORE_BATCH", 7)
+    monkeypatch.setattr(scoring.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(scoring.threading, "active_count", lambda: 3)
+    workers: list[int] = []
+    original = scoring._predict_threaded
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        workers.append(int(args[2]))  # type: ignore[call-overload]
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    def no_fork(*args: object, **kwargs: object) -> np.ndarray:
+        raise AssertionError("a process with other threads forked")
+
+    monkeypatch.setattr(scoring, "_predict_threaded", counting)
+    monkeypatch.setattr(scoring, "_predict_forked", no_fork)
+    assert score_project(sqlite_db, project_id) == 30
+    assert workers == [2]
+    assert np.allclose(pool_scores(sqlite_db, project_id), alone)

@@ -795,16 +795,23 @@ class _WordLevelAnalyzer:
         char_indptr, char_values = self.chars.view()
         n_words = len(token_indptr) - 1
         n_units = n_words + n_word_columns
-        token_rows = np.repeat(np.arange(n_words, dtype=np.int64), np.diff(token_indptr))
+        # Built straight as CSR: the token store is already grouped by word, and going through
+        # COO would sort every entry again each time words are added.
         known = token_values >= 0
-        word_rows = np.concatenate(
-            [token_rows[known], n_words + np.arange(n_word_columns, dtype=np.int64)]
+        known_before = np.zeros(len(known) + 1, dtype=np.int64)
+        np.cumsum(known, out=known_before[1:])
+        word_indptr = np.concatenate(
+            [
+                known_before[token_indptr],
+                known_before[-1] + np.arange(1, n_word_columns + 1, dtype=np.int64),
+            ]
         )
         word_columns = np.concatenate(
             [token_values[known], np.arange(n_word_columns, dtype=np.int64)]
-        )
+        ).astype(np.int32)
         word_units = sp.csr_matrix(
-            (np.ones(len(word_rows)), (word_rows, word_columns)), shape=(n_units, n_word_columns)
+            (np.ones(len(word_columns)), word_columns, word_indptr),
+            shape=(n_units, n_word_columns),
         )
         char_indptr = np.concatenate([char_indptr, np.full(n_word_columns, char_indptr[-1])])
         char_units = sp.csr_matrix(

@@ -177,18 +177,20 @@ def _predict_unique(
     if workers == 1 or len(texts) < PARALLEL_MIN_TEXTS:
         return _predict_threaded(model, texts, 1, progress)
     # Texts the fit analysed leave mostly sparse products and SQLite reads, which release
-    # the GIL, so threads share the cores (100,000 tweets: 1.5 s on 2 threads, 1.8 s on one,
-    # 1.6 to 1.9 s in 2 processes). Texts to analyse keep the GIL in Python code, so processes
-    # do better there (3.5 to 3.9 s against 4.2 to 4.4 s on threads).
+    # the GIL, so threads share the cores (100,000 tweets: 1.56 s on 2 threads, 1.92 s on
+    # one, 1.6 to 1.9 s in 2 processes). Texts to analyse spend more time in Python code,
+    # which holds the GIL, so processes do a little better there. A model read back took 2.5
+    # to 2.7 s in 2 processes, 2.6 to 2.9 s on 2 threads and 3.2 to 3.6 s on one.
     # Forking copies only the calling thread, so a lock that another thread holds (logging,
     # a connection pool) would stay locked in the child. So only a single-threaded process
     # forks, such as a job's child process, and never a server running a job in a thread.
-    if model.featurizer.analysed(texts):
-        return _predict_threaded(model, texts, workers, progress)
-    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+    if (
+        not model.featurizer.analysed(texts)
+        and threading.active_count() == 1
+        and "fork" in multiprocessing.get_all_start_methods()
+    ):
         return _predict_forked(model, texts, workers, progress)
-    # Threads would only take turns on the GIL, beside the server's request threads.
-    return _predict_threaded(model, texts, 1, progress)
+    return _predict_threaded(model, texts, workers, progress)
 
 
 def _predict_threaded(
