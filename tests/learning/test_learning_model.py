@@ -13,6 +13,7 @@ from learning_helpers import LABELS, corpus
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from labelandlearn.errors import ValidationError
+from labelandlearn.learning import base as learning_base
 from labelandlearn.learning.base import (
     ModelFileError,
     TextModel,
@@ -202,3 +203,14 @@ def test_hashing_is_stateless_and_stable() -> None:
     assert first.shape == (1, 2**13)
     assert (first != second).nnz == 0
     assert np.linalg.norm(first.toarray()) == pytest.approx(np.sqrt(2))
+
+
+def test_predict_proba_in_steps_matches_one_step(
+    fitted_model: TextModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [f"{text} {number}" for number, text in enumerate(corpus()[0])]
+    whole = fitted_model.predict_proba(texts)
+    monkeypatch.setattr(learning_base, "PREDICT_BATCH", 7)
+    stepped = fitted_model.predict_proba(texts)
+    assert stepped.shape == (len(texts), len(LABELS))
+    assert np.allclose(stepped, whole, atol=1e-12)
