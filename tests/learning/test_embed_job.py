@@ -12,13 +12,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 from learning_helpers import corpus, create_project
 
 from labelandlearn.jobs.base import create_job, run_job
+from labelandlearn.learning import project_embeddings
 from labelandlearn.learning.base import MODEL_RECIPES, ModelRecipe, recipe_names
-from labelandlearn.learning.embeddings import count_missing
+from labelandlearn.learning.embeddings import EmbeddingCache, count_missing, text_sha1
 from labelandlearn.learning.online import ModelCache
 from labelandlearn.learning.project_embeddings import (
     EMBED_JOB,
@@ -154,6 +156,44 @@ def test_start_embedding_once_per_project(db: Database, minilm_recipe: ModelReci
     assert status is not None
     assert status["job"]["status"] == "queued"
     assert status["missing"] == status["total"] == 30
+
+
+def test_status_reuses_count_until_items_change(
+    db: Database, minilm_recipe: ModelRecipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No model is loaded: the count compares the items' text hashes with the vector cache.
+    project_id = _project(db, RECIPE)
+    spec = recipe_embedding_spec(minilm_recipe)
+    assert spec is not None
+    monkeypatch.setattr(project_embeddings, "backend_available", lambda backend: True)
+    with db.session() as session:
+        texts = list(session.scalars(sa.select(Item.text).where(Item.project_id == project_id)))
+    first = embedding_status(db, project_id)
+    assert first is not None
+    assert first["total"] == len(set(texts)) == 30
+    assert first["missing"] == 30
+
+    cache = EmbeddingCache(spec.folder)
+    key = f"{spec.backend}:{spec.model}"
+    cache.put_many(key, [text_sha1(text) for text in texts], np.zeros((len(texts), 4)))
+    kept = embedding_status(db, project_id)
+    assert kept is not None
+    assert kept["missing"] == 30
+
+    with db.session() as session:
+        text = "a tweet imported later"
+        session.add(
+            Item(project_id=project_id, text=text, text_hash=text_sha1(text), position=99)
+        )
+    counted = embedding_status(db, project_id)
+    assert counted is not None
+    assert (counted["total"], counted["missing"]) == (31, 1)
+
+    cache.put_many(key, [text_sha1(text)], np.zeros((1, 4)))
+    monkeypatch.setattr(project_embeddings, "COUNT_SECONDS", 0.0)
+    ready = embedding_status(db, project_id)
+    assert ready is not None
+    assert (ready["total"], ready["missing"], ready["ready"]) == (31, 0, True)
 
 
 @needs_minilm

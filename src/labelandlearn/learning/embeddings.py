@@ -24,7 +24,7 @@ import logging
 import sqlite3
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -430,9 +430,16 @@ def embed_texts(
 
 def count_missing(texts: Sequence[str], backend: str, model: str | None, folder: Path) -> int:
     """Return how many distinct texts have no cached vector yet (no model is loaded)."""
+    return count_missing_hashes({text_sha1(text) for text in texts}, backend, model, folder)
+
+
+def count_missing_hashes(
+    hashes: Collection[str], backend: str, model: str | None, folder: Path
+) -> int:
+    """Return how many of the distinct ``text_sha1`` hashes have no cached vector yet."""
     key = f"{backend}:{model or DEFAULT_MODELS[backend]}"
-    hashes = sorted({text_sha1(text) for text in texts})
-    return len(hashes) - len(EmbeddingCache(folder).present(key, hashes))
+    distinct = sorted(set(hashes))
+    return len(distinct) - len(EmbeddingCache(folder).present(key, distinct))
 
 
 def precompute_embeddings(
