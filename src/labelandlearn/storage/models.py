@@ -145,6 +145,8 @@ class Item(Base):
         Index("ix_items_project_position", "project_id", "position"),
         Index("ix_items_project_hash", "project_id", "text_hash"),
         Index("ix_items_project_external_id", "project_id", "external_id"),
+        # Counts labelled items, in all and per label, from the index alone.
+        Index("ix_items_project_label", "project_id", "label_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
