@@ -122,8 +122,14 @@ def fit_predict(recipe: ModelRecipe, X: Features, y: np.ndarray, rows: np.ndarra
 # --------------------------------------------------------------------------- cv
 
 
-def run_cv(dataset: Dataset, recipes: Sequence[ModelRecipe], folds: int, auto: bool) -> dict:
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+def run_cv(
+    dataset: Dataset,
+    recipes: Sequence[ModelRecipe],
+    folds: int,
+    auto: bool,
+    fold_seed: int = 0,
+) -> dict:
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=fold_seed)
     splits = list(splitter.split(np.zeros(dataset.y.size), dataset.y))
     results: dict[str, Any] = {}
     cache: dict[str, Features] = {}
@@ -530,6 +536,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     cv = sub.add_parser("cv", help="cross-validated macro-F1 of each model recipe")
     cv.add_argument("--dataset", action="append", choices=sorted(LOADERS), required=True)
     cv.add_argument("--folds", type=int, default=5)
+    cv.add_argument("--fold-seed", type=int, default=0, help="random_state of the fold split")
     cv.add_argument("--recipes", nargs="*", default=[r.name for r in AUTO_CANDIDATES])
     cv.add_argument("--no-auto", action="store_true", help="skip the nested automatic choice")
     cv.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE_DIR)
@@ -558,7 +565,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         dataset = load_dataset(name)
         if any("embedding" in r.featurizer for r in recipes):
             warm_embeddings(dataset, args.cache_dir)
-        report[name] = run_cv(dataset, recipes, args.folds, auto=not args.no_auto)
+        report[name] = run_cv(
+            dataset, recipes, args.folds, auto=not args.no_auto, fold_seed=args.fold_seed
+        )
     text = json.dumps(report, indent=2)
     if args.output:
         args.output.write_text(text)

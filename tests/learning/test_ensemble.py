@@ -126,3 +126,51 @@ def test_bad_neighbour_count() -> None:
 def test_recipe_is_an_auto_candidate() -> None:
     assert get_recipe("tfidf-embedding-knn") is TFIDF_EMBEDDING_KNN
     assert TFIDF_EMBEDDING_KNN in AUTO_CANDIDATES
+
+
+def test_centred_vote_subtracts_the_training_mean() -> None:
+    X, y = blocks(60)
+    classifier = LinearKnnClassifier(n_neighbors=5, centre=True).fit(X, y)
+    dense = X[:, 20:].toarray()
+    assert np.allclose(classifier.centre_, dense.mean(axis=0), atol=1e-6)
+    centred = dense - dense.mean(axis=0)
+    expected = centred / np.linalg.norm(centred, axis=1, keepdims=True)
+    assert np.allclose(classifier.memory_, expected, atol=1e-5)
+    # Online answers are centred by the same mean.
+    classifier.partial_fit(X[:2], y[:2])
+    assert np.allclose(classifier.memory_[60:62], expected[:2], atol=1e-5)
+
+
+def test_softmax_vote_follows_the_temperature() -> None:
+    X, y = blocks(60)
+    query = X[:1]
+    sharp = LinearKnnClassifier(n_neighbors=9, vote="softmax", temperature=1e-4).fit(X[1:], y[1:])
+    flat = LinearKnnClassifier(n_neighbors=9, vote="softmax", temperature=1e4).fit(X[1:], y[1:])
+    # Cold: the nearest row takes the whole vote.
+    embedding = query[:, 20:].toarray().ravel()
+    nearest = int(np.argmax(sharp.memory_ @ (embedding / np.linalg.norm(embedding))))
+    votes = sharp.neighbour_proba(query)
+    assert votes[0, y[1:][nearest]] == pytest.approx(1.0)
+    # Hot: each of the 9 nearest rows counts once, so a far query gets the class counts.
+    far = sp.csr_matrix(np.hstack([np.zeros((1, 20)), np.ones((1, 8))]))
+    similarity = flat.memory_ @ (np.ones(8) / np.sqrt(8))
+    counts = np.bincount(y[1:][np.argsort(-similarity)[:9]], minlength=3) / 9
+    assert np.allclose(flat.neighbour_proba(far)[0], counts, atol=1e-3)
+
+
+@pytest.mark.parametrize("vote", ["distance", "softmax"])
+def test_centred_state_round_trip(vote: str) -> None:
+    X, y = blocks(60)
+    classifier = LinearKnnClassifier(n_neighbors=5, centre=True, vote=vote).fit(X, y)
+    config, arrays = classifier.get_state()
+    restored = LinearKnnClassifier.from_state(config, arrays)
+    assert restored.centre_ is not None
+    assert np.allclose(restored.predict_proba(X), classifier.predict_proba(X))
+
+
+def test_bad_vote_settings() -> None:
+    X, y = blocks(30)
+    with pytest.raises(ValidationError, match="unknown vote 'majority'; allowed: distance"):
+        LinearKnnClassifier(vote="majority").fit(X, y)
+    with pytest.raises(ValidationError, match="temperature must be positive, got 0"):
+        LinearKnnClassifier(vote="softmax", temperature=0).fit(X, y)

@@ -31,6 +31,9 @@ from labelandlearn.learning.classifiers import LinearClassifier
 _QUERY_BATCH = 2048
 # Distances below this count as exact matches, which take the whole vote as in scikit-learn.
 _EXACT = 1e-9
+# How a neighbour's vote is weighted. "distance": by 1 / (1 - cosine similarity), and an exact
+# match takes the whole vote. "softmax": by exp(cosine similarity / temperature).
+VOTES = ("distance", "softmax")
 _LINEAR_PREFIX = "linear."
 
 
@@ -53,22 +56,31 @@ def dense_tail_start(X: Features) -> int | None:
     return start if start < csr.shape[1] else None
 
 
-def _unit_rows(X: Features, start: int | None) -> np.ndarray | sp.csr_matrix:
+def _dense_block(X: Features, start: int) -> np.ndarray:
+    if sp.issparse(X):
+        dense = sp.csr_matrix(X)[:, start:].toarray()
+    else:
+        dense = np.asarray(X)[:, start:]
+    return dense.astype(np.float32, copy=False)
+
+
+def _unit_rows(
+    X: Features, start: int | None, centre: np.ndarray | None = None
+) -> np.ndarray | sp.csr_matrix:
     """Return the rows the neighbours compare, scaled to unit length.
 
-    With a dense block (``start`` is a column) that block as float32; without one (None) the
-    whole row, kept sparse because a TF-IDF vocabulary can have hundreds of thousands of columns.
+    With a dense block (``start`` is a column) that block as float32, less ``centre`` when
+    given; without one (None) the whole row, kept sparse because a TF-IDF vocabulary can have
+    hundreds of thousands of columns.
     """
     if start is None:
         rows = sp.csr_matrix(X, dtype=np.float32)
         norms = np.sqrt(np.asarray(rows.multiply(rows).sum(axis=1)).ravel())
         norms[norms == 0.0] = 1.0
         return sp.csr_matrix(sp.diags(1.0 / norms).astype(np.float32) @ rows)
-    if sp.issparse(X):
-        dense = sp.csr_matrix(X)[:, start:].toarray()
-    else:
-        dense = np.asarray(X)[:, start:]
-    dense = dense.astype(np.float32, copy=False)
+    dense = _dense_block(X, start)
+    if centre is not None:
+        dense = dense - centre
     norms = np.linalg.norm(dense, axis=1, keepdims=True)
     norms[norms == 0.0] = 1.0
     return dense / norms
@@ -89,12 +101,18 @@ class LinearKnnClassifier(Classifier):
         max_iter: int = 20,
         online_learning_rate: float = 0.1,
         random_state: int = 0,
+        centre: bool = False,
+        vote: str = "distance",
+        temperature: float = 0.1,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.alpha = alpha
         self.max_iter = max_iter
         self.online_learning_rate = online_learning_rate
         self.random_state = random_state
+        self.centre = centre
+        self.vote = vote
+        self.temperature = temperature
 
     def _linear(self) -> LinearClassifier:
         return LinearClassifier(
@@ -107,30 +125,43 @@ class LinearKnnClassifier(Classifier):
     # ----------------------------------------------------------------- training
 
     def fit(self, X: Features, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Self:
-        if self.n_neighbors < 1:
-            raise ValidationError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
+        self._check_params()
         y = np.asarray(y, dtype=np.int64)
         self.linear_ = self._linear().fit(X, y, sample_weight=sample_weight)
         self.classes_ = self.linear_.classes_
         self.knn_start_ = dense_tail_start(X)
-        self.memory_ = _unit_rows(X, self.knn_start_)
+        self.centre_: np.ndarray | None = None
+        if self.centre and self.knn_start_ is not None and X.shape[0] > 0:
+            self.centre_ = _dense_block(X, self.knn_start_).mean(axis=0)
+        self.memory_ = _unit_rows(X, self.knn_start_, self.centre_)
         self.memory_labels_ = y.copy()
         self.n_memory_ = y.size
         return self
 
+    def _check_params(self) -> None:
+        if self.n_neighbors < 1:
+            raise ValidationError(f"n_neighbors must be at least 1, got {self.n_neighbors}")
+        if self.vote not in VOTES:
+            allowed = ", ".join(VOTES)
+            raise ValidationError(f"unknown vote {self.vote!r}; allowed: {allowed}")
+        if self.temperature <= 0:
+            raise ValidationError(f"temperature must be positive, got {self.temperature}")
+
     def partial_fit(self, X: Features, y: np.ndarray, classes: np.ndarray | None = None) -> Self:
         y = np.asarray(y, dtype=np.int64)
         if not hasattr(self, "linear_"):
+            self._check_params()
             # A cold start cannot tell an embedding block from a few rows, so it compares
             # whole rows until the next full fit.
             self.linear_ = self._linear()
             self.knn_start_ = None
+            self.centre_ = None
             self.memory_ = sp.csr_matrix((0, X.shape[1]), dtype=np.float32)
             self.memory_labels_ = np.zeros(0, dtype=np.int64)
             self.n_memory_ = 0
         self.linear_.partial_fit(X, y, classes=classes)
         self.classes_ = self.linear_.classes_
-        self._remember(_unit_rows(X, self.knn_start_), y)
+        self._remember(_unit_rows(X, self.knn_start_, self.centre_), y)
         return self
 
     def _remember(self, rows: np.ndarray | sp.csr_matrix, y: np.ndarray) -> None:
@@ -160,7 +191,7 @@ class LinearKnnClassifier(Classifier):
         return 0.5 * (self.linear_.predict_proba(X) + self.neighbour_proba(X))
 
     def neighbour_proba(self, X: Features) -> np.ndarray:
-        """Return the inverse-distance-weighted class votes of the nearest remembered rows."""
+        """Return the weighted class votes of the nearest remembered rows (see ``VOTES``)."""
         memory = self.memory_[: self.n_memory_]
         labels = np.searchsorted(self.classes_, self.memory_labels_[: self.n_memory_])
         n_rows = X.shape[0]
@@ -170,15 +201,20 @@ class LinearKnnClassifier(Classifier):
             return proba
         k = min(self.n_neighbors, self.n_memory_)
         for start in range(0, n_rows, _QUERY_BATCH):
-            queries = _unit_rows(X[start : start + _QUERY_BATCH], self.knn_start_)
+            queries = _unit_rows(X[start : start + _QUERY_BATCH], self.knn_start_, self.centre_)
             product = queries @ memory.T
             similarity = product.toarray() if sp.issparse(product) else np.asarray(product)
             nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-            distance = 1.0 - np.take_along_axis(similarity, nearest, axis=1).astype(np.float64)
-            exact = distance <= _EXACT
-            weights = np.where(
-                exact.any(axis=1, keepdims=True), exact, 1.0 / np.maximum(distance, _EXACT)
-            )
+            near = np.take_along_axis(similarity, nearest, axis=1).astype(np.float64)
+            if self.vote == "softmax":
+                # Less the row's largest similarity, so exp() cannot overflow.
+                weights = np.exp((near - near.max(axis=1, keepdims=True)) / self.temperature)
+            else:
+                distance = 1.0 - near
+                exact = distance <= _EXACT
+                weights = np.where(
+                    exact.any(axis=1, keepdims=True), exact, 1.0 / np.maximum(distance, _EXACT)
+                )
             block = proba[start : start + queries.shape[0]]
             rows = np.repeat(np.arange(queries.shape[0]), k)
             np.add.at(block, (rows, labels[nearest].ravel()), weights.ravel())
@@ -194,6 +230,8 @@ class LinearKnnClassifier(Classifier):
         linear_config, linear_arrays = self.linear_.get_state()
         config = {**config, "linear": linear_config, "knn_start": self.knn_start_}
         arrays = {f"{_LINEAR_PREFIX}{name}": value for name, value in linear_arrays.items()}
+        if self.centre_ is not None:
+            arrays["centre"] = self.centre_
         memory = self.memory_[: self.n_memory_]
         if sp.issparse(memory):
             csr = sp.csr_matrix(memory)
@@ -225,6 +263,8 @@ class LinearKnnClassifier(Classifier):
         classifier.classes_ = classifier.linear_.classes_
         start = config["knn_start"]
         classifier.knn_start_ = None if start is None else int(start)
+        centre = arrays.get("centre")
+        classifier.centre_ = None if centre is None else np.asarray(centre, dtype=np.float32)
         if "memory" in arrays:
             classifier.memory_ = np.asarray(arrays["memory"], dtype=np.float32)
         else:
