@@ -9,6 +9,7 @@ from labelandlearn.learning.stopping import (
     SLOWING_DOWN,
     STABLE,
     STILL_IMPROVING,
+    TOO_EARLY,
     curve_point,
     estimated_gain,
     fit_learning_curve,
@@ -78,9 +79,11 @@ def test_fit_none_for_one_size() -> None:
     assert estimated_gain(fit, 100) is None
 
 
-def test_gain_never_negative() -> None:
+def test_gain_of_falling_curve_is_negative() -> None:
     fit = fit_learning_curve([100, 200, 400], [0.7, 0.6, 0.5])
-    assert estimated_gain(fit, 400) == 0.0
+    gain = estimated_gain(fit, 400)
+    assert gain is not None
+    assert gain < 0.0
 
 
 def test_prediction_change_identical() -> None:
@@ -114,7 +117,7 @@ def test_predictions_stable_window() -> None:
 
 def test_signal_too_few_versions() -> None:
     signal = stopping_signal([(20, [0.5, 0.6]), (40, [0.6, 0.7])])
-    assert signal.verdict == STILL_IMPROVING
+    assert signal.verdict == TOO_EARLY
     assert "too few" in signal.message
     assert signal.estimated_gain_next_100 is None
 
@@ -157,3 +160,23 @@ def test_signal_to_dict_has_figures() -> None:
     assert document["verdict"] == STILL_IMPROVING
     assert len(document["curve"]) == 4
     assert {"n_labels", "mean", "std", "low", "high"} <= set(document["curve"][0])
+
+
+def test_signal_few_changing_comparisons_not_stable() -> None:
+    # Two comparisons with predictions still moving: the curve is flat but not stable.
+    versions = [(100, [0.6, 0.62]), (150, [0.6, 0.62]), (200, [0.6, 0.62])]
+    signal = stopping_signal(versions, kappas=[0.40, 0.45])
+    assert signal.verdict == SLOWING_DOWN
+    stable = stopping_signal(versions, kappas=[0.995, 0.999])
+    assert stable.verdict == STABLE
+    # No comparisons at all: a project without unlabelled items, judged by its curve.
+    assert stopping_signal(versions).verdict == STABLE
+
+
+def test_signal_falling_curve_shows_the_fall() -> None:
+    versions = [(100, [0.55, 0.56]), (200, [0.52, 0.53]), (300, [0.48, 0.49]), (400, [0.45, 0.46])]
+    signal = stopping_signal(versions, kappas=[0.8, 0.8, 0.8])
+    assert signal.estimated_gain_next_100 is not None
+    assert signal.estimated_gain_next_100 < 0
+    assert signal.verdict == SLOWING_DOWN
+    assert "falls by" in signal.message

@@ -62,7 +62,7 @@ def _add_versions(db: Database, project_id: int, rows: list[dict[str, Any]]) -> 
 def test_stopping_without_versions(db: Database) -> None:
     report = dashboard.stopping_report(db, _project(db))
 
-    assert report["verdict"] == "still improving"
+    assert report["verdict"] == "too early to tell"
     assert report["n_versions"] == 0
     assert report["curve"] == []
     assert report["prediction_changes"] == []

@@ -304,8 +304,7 @@ def test_dashboard_stopping_panel(client: FlaskClient, database: Database) -> No
     html = client.get(f"/projects/{project_id}").get_data(as_text=True)
 
     assert "Is labelling still paying off?" in html
-    assert 'id="stopping-verdict">Still improving<' in html
-    # No trend yet, so the default verdict is grey, not green.
+    assert 'id="stopping-verdict">Too early to tell<' in html
     assert 'class="badge text-bg-secondary" id="stopping-verdict"' in html
     for name in ("stopping-curve", "prediction-change", "reliability"):
         assert f"/projects/{project_id}/plots/{name}.svg" in html
@@ -414,7 +413,7 @@ def test_stopping_api(client: FlaskClient, database: Database) -> None:
 
     body = client.get(f"/api/v1/projects/{project_id}/stopping").get_json()
 
-    assert body["verdict"] == "still improving"
+    assert body["verdict"] == "too early to tell"
     assert body["n_versions"] == 2
     # Version 2 changed the model (a neural network), so the curve starts again with it.
     assert [point["n_labels"] for point in body["curve"]] == [80]

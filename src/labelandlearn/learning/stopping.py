@@ -13,7 +13,7 @@ dashboard, the CLI and the tests share one definition:
   than four points or the power law does not converge).
 
 ``stopping_signal`` joins them into "still improving", "slowing down" or "stable" with a
-sentence and the figures behind it.
+sentence and the figures behind it, or "too early to tell" before three model versions.
 """
 
 from __future__ import annotations
@@ -28,10 +28,11 @@ import numpy as np
 
 logger = logging.getLogger(__name__)
 
-Verdict = Literal["still improving", "slowing down", "stable"]
+Verdict = Literal["still improving", "slowing down", "stable", "too early to tell"]
 STILL_IMPROVING: Verdict = "still improving"
 SLOWING_DOWN: Verdict = "slowing down"
 STABLE: Verdict = "stable"
+TOO_EARLY: Verdict = "too early to tell"
 
 # Gain in macro-F1 expected from the next 100 labels above which the model is still improving,
 # and below which the curve counts as flat. One point of macro-F1 per 100 labels is worth the
@@ -204,12 +205,13 @@ def _residual(fit: CurveFit, n: np.ndarray, y: np.ndarray) -> float:
 def estimated_gain(fit: CurveFit, n_labels: int, extra_labels: int = 100) -> float | None:
     """Return the fitted score at ``n_labels + extra_labels`` minus the score at ``n_labels``.
 
-    A falling fitted curve gives 0 (more labels are not expected to hurt); no fit gives None.
+    A falling fitted curve gives a negative gain, kept as it is because it shows that the
+    recent versions scored lower, which a clipped 0 would hide. No fit gives None.
     """
     if fit.kind == "none" or n_labels <= 0:
         return None
     now, later = fit.predict(np.array([n_labels, n_labels + extra_labels], dtype=np.float64))
-    return max(0.0, float(later - now))
+    return float(later - now)
 
 
 # --------------------------------------------------------------------------- prediction change
@@ -261,15 +263,16 @@ def stopping_signal(
     ``versions`` contains (n_labels, cross-validation fold scores) per model version, ``kappas``
     the kappa between each pair of successive versions on the unlabelled pool, oldest first.
     Rules: an estimated gain of at least 0.01 macro-F1 from the next ``extra_labels`` labels is
-    "still improving"; a gain under 0.0025 with stable predictions (or too few comparisons to
-    say otherwise) is "stable"; anything else is "slowing down". With fewer than three versions
-    the verdict is "still improving", because no trend can be read yet.
+    "still improving". A gain under 0.0025 is "stable" when the last three kappas reach 0.99,
+    or when fewer comparisons exist and all of them reach it (none at all: a project without
+    unlabelled items). Anything else is "slowing down". With fewer than three versions at
+    different label counts the verdict is "too early to tell", because no trend can be read.
     """
     curve = learning_curve(versions)
     recent_kappas = [float(k) for k in list(kappas)[-STABLE_WINDOW:]]
     if len(curve) < MIN_TREND_POINTS:
         return StoppingSignal(
-            verdict=STILL_IMPROVING,
+            verdict=TOO_EARLY,
             message=_early_message(len(curve)),
             n_labels=curve[-1].n_labels if curve else None,
             latest_score=curve[-1].mean if curve else None,
@@ -283,9 +286,11 @@ def stopping_signal(
     latest = curve[-1]
     fit = fit_learning_curve([p.n_labels for p in curve], [p.mean for p in curve])
     gain = estimated_gain(fit, latest.n_labels, extra_labels) or 0.0
-    stable_predictions = predictions_stable(kappas)
-    few_comparisons = len(list(kappas)) < STABLE_WINDOW
-    verdict = _verdict(gain, stable_predictions, few_comparisons)
+    all_kappas = [float(k) for k in kappas]
+    stable_predictions = predictions_stable(all_kappas) or (
+        len(all_kappas) < STABLE_WINDOW and all(k >= STABLE_KAPPA for k in all_kappas)
+    )
+    verdict = _verdict(gain, stable_predictions)
     return StoppingSignal(
         verdict=verdict,
         message=_message(verdict, gain, latest, recent_kappas, extra_labels),
@@ -309,10 +314,10 @@ def _early_message(points: int) -> str:
     )
 
 
-def _verdict(gain: float, stable_predictions: bool, few_comparisons: bool) -> Verdict:
+def _verdict(gain: float, stable_predictions: bool) -> Verdict:
     if gain >= IMPROVING_GAIN:
         return STILL_IMPROVING
-    if gain < FLAT_GAIN and (stable_predictions or few_comparisons):
+    if gain < FLAT_GAIN and stable_predictions:
         return STABLE
     return SLOWING_DOWN
 
@@ -325,7 +330,14 @@ def _message(
     extra_labels: int,
 ) -> str:
     score = f"Macro-F1 is {latest.mean:.3f} ± {latest.std:.3f} at {latest.n_labels} labels"
-    outlook = f"the next {extra_labels} labels should add about {gain * 100:.1f} points"
+    if gain < -0.0005:
+        outlook = (
+            f"the fitted curve falls by {-gain * 100:.1f} points over the next {extra_labels} "
+            "labels, because the latest versions scored lower than earlier ones"
+        )
+    else:
+        points = max(gain, 0.0) * 100
+        outlook = f"the next {extra_labels} labels should add about {points:.1f} points"
     kappa = (
         f"; predictions on unlabelled items changed little (kappa {min(recent_kappas):.3f})"
         if recent_kappas and min(recent_kappas) >= STABLE_KAPPA

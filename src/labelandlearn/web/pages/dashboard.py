@@ -30,7 +30,12 @@ PLOTS = (
     "reliability",
 )
 MODEL_PLOTS = ("confusion-matrix", "reliability", "training-curve")
-VERDICT_STYLES = {"still improving": "success", "slowing down": "warning", "stable": "secondary"}
+VERDICT_STYLES = {
+    "still improving": "success",
+    "slowing down": "warning",
+    "stable": "secondary",
+    "too early to tell": "secondary",
+}
 
 
 def _summary(project_id: int) -> dict[str, Any]:
@@ -57,12 +62,7 @@ def show(project_id: int) -> str:
         plots=PLOTS,
         stopping=stopping,
         stopping_message=_without_verdict(stopping["message"], stopping["verdict"]),
-        # Without a trend (fewer than 3 label counts) the verdict is a default, shown grey.
-        verdict_style=(
-            VERDICT_STYLES.get(stopping["verdict"], "secondary")
-            if stopping["estimated_gain_next_100"] is not None
-            else "secondary"
-        ),
+        verdict_style=VERDICT_STYLES.get(stopping["verdict"], "secondary"),
         last_change=(stopping["prediction_changes"] or [None])[-1],
         embeddings=project_embeddings.embedding_status(db, project_id),
     )
