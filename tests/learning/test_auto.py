@@ -50,6 +50,15 @@ def test_embeddings_off_skips_embedding_candidates() -> None:
     assert rows["tfidf-embedding-mlp"].reason == "embeddings turned off"
 
 
+def test_pending_embeddings_name_the_embed_job() -> None:
+    texts, y = tweets(300)
+    choice = choose_recipe(texts, y, embeddings="pending", folds=3)
+    rows = {row.recipe: row for row in choice.candidates}
+    assert choice.chosen == "tfidf-linear"
+    assert rows["tfidf-embedding-knn"].status == "skipped"
+    assert "the embed job computes them" in rows["tfidf-embedding-knn"].reason
+
+
 def test_two_runnable_candidates_scored() -> None:
     texts, y = tweets(300)
     candidates = [TFIDF_LINEAR, TFIDF_LINEAR]

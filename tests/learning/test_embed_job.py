@@ -129,7 +129,7 @@ def test_tfidf_only_recipe_keeps_classifier(minilm_recipe: ModelRecipe) -> None:
     assert fallback.classifier == "linear"
     assert dict(fallback.featurizer_params) == TFIDF_PARAMS
     auto = tfidf_only_recipe(MODEL_RECIPES["auto"])
-    assert auto.embeddings == "off"  # type: ignore[attr-defined]
+    assert auto.embeddings == "pending"  # type: ignore[attr-defined]
     assert recipe_embedding_spec(auto) is None
 
 

@@ -45,7 +45,8 @@ logger = logging.getLogger(__name__)
 
 AUTO_RECIPE = "auto"
 DEFAULT_TIME_BUDGET_S = 120.0
-EmbeddingPolicy = Literal["cached", "compute", "off"]
+# "pending" is "off" while the project's embed job has not cached every item's vector yet.
+EmbeddingPolicy = Literal["cached", "compute", "off", "pending"]
 
 # Recipes the automatic choice compares, cheapest first. They are also registered by name so a
 # project can pick one directly.
@@ -177,6 +178,8 @@ def _embedding_block_ready(
         return ""
     if policy == "off":
         return "embeddings turned off"
+    if policy == "pending":
+        return "not every item has a cached embedding yet; the embed job computes them"
     backend = str(recipe.featurizer_params.get("backend", DEFAULT_BACKEND))
     if not backend_available(backend):
         return f"embedding backend {backend} is not installed"

@@ -104,7 +104,7 @@ def _embedding_featurizer_params(recipe: ModelRecipe) -> dict[str, Any] | None:
     if "embedding" in recipe.featurizer:
         return dict(recipe.featurizer_params)
     policy = getattr(recipe, "embeddings", None)
-    if policy is None or policy == "off":
+    if policy is None or policy in ("off", "pending"):
         return None
     from labelandlearn.learning.auto import AUTO_CANDIDATES
 
@@ -117,7 +117,7 @@ def _embedding_featurizer_params(recipe: ModelRecipe) -> dict[str, Any] | None:
 def tfidf_only_recipe(recipe: ModelRecipe) -> ModelRecipe:
     """Return ``recipe`` without its embedding block: same name and classifier, TF-IDF input."""
     if hasattr(recipe, "embeddings"):
-        return dataclasses.replace(recipe, embeddings="off")  # type: ignore[call-arg]
+        return dataclasses.replace(recipe, embeddings="pending")  # type: ignore[call-arg]
     from labelandlearn.learning.recipes import TFIDF_PARAMS
 
     params = dict(recipe.featurizer_params)
