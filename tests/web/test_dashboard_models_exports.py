@@ -138,6 +138,29 @@ def test_current_model_downloads_as_attachment(client: FlaskClient, database: Da
     assert "My-tweets-2018-v1.lnlmodel" in disposition
 
 
+def test_model_download_takes_the_model_id(client: FlaskClient, database: Database) -> None:
+    # Another project's versions make ids and version numbers differ.
+    other = make_project(database, name="other")
+    for version in (1, 2):
+        add_model_version(database, other, version)
+    project_id = make_project(database, name="tweets")
+    add_model_version(database, project_id, 1)
+    add_model_version(database, project_id, 2)
+    models = client.get(f"/api/v1/projects/{project_id}/models").get_json()["models"]
+    first = next(model for model in models if model["version"] == 1)
+    assert first["id"] != 1
+
+    detail = client.get(f"/api/v1/projects/{project_id}/models/{first['id']}").get_json()
+    response = client.get(f"/api/v1/projects/{project_id}/models/{first['id']}/download")
+
+    assert detail["model"]["version"] == 1
+    assert response.status_code == 200
+    assert response.get_data() == b"model file 1"
+    assert "tweets-v1.lnlmodel" in response.headers["Content-Disposition"]
+    page = client.get(f"/projects/{project_id}").get_data(as_text=True)
+    assert f"/api/v1/projects/{project_id}/models/{first['id']}/download" in page
+
+
 def test_model_download_without_model_is_404(client: FlaskClient, database: Database) -> None:
     project_id = make_project(database)
 

@@ -149,14 +149,17 @@ def model_filename(project_name: str, version: int) -> str:
     return f"{stem[:80]}-v{version}{MODEL_FILE_SUFFIX}"
 
 
-def model_weights(db: Database, project_id: int, version: int | None = None) -> tuple[bytes, str]:
-    """Return a model file's bytes and download name: the current model, or ``version``.
+def model_weights(
+    db: Database, project_id: int, model_id: int | None = None
+) -> tuple[bytes, str]:
+    """Return a model file's bytes and download name: the current model, or the model version
+    whose ``model_versions.id`` is ``model_id``, as in the API's ``/models/<model_id>``.
 
     Raises NotFoundError when the project has no such model.
     """
     with db.session() as session:
         project = get_project(session, project_id)
-        if version is None:
+        if model_id is None:
             row = _current_version(session, project)
             if row is None:
                 raise NotFoundError(
@@ -166,11 +169,11 @@ def model_weights(db: Database, project_id: int, version: int | None = None) -> 
         else:
             row = session.scalar(
                 select(ModelVersion).where(
-                    ModelVersion.project_id == project_id, ModelVersion.version == version
+                    ModelVersion.project_id == project_id, ModelVersion.id == model_id
                 )
             )
             if row is None:
-                raise NotFoundError(f"model version {version} of project {project_id} not found")
+                raise NotFoundError(f"model {model_id} of project {project_id} not found")
         weights = row.weights
         return weights, model_filename(project.name, row.version)
 

@@ -61,8 +61,8 @@ def start_embeddings(project_id: int) -> dict[str, Any]:
     return {"job_id": job_id}
 
 
-def _send_model(project_id: int, version: int | None) -> Response:
-    weights, filename = service.model_weights(state().db, project_id, version)
+def _send_model(project_id: int, model_id: int | None) -> Response:
+    weights, filename = service.model_weights(state().db, project_id, model_id)
     return send_file(
         io.BytesIO(weights),
         mimetype=MODEL_MIMETYPE,
@@ -79,7 +79,8 @@ def download_current_model(project_id: int) -> Response:
     return _send_model(project_id, None)
 
 
-@blp.route("/projects/<int:project_id>/models/<int:version>/download")
+@blp.route("/projects/<int:project_id>/models/<int:model_id>/download")
 @requires("manage")
-def download_model(project_id: int, version: int) -> Response:
-    return _send_model(project_id, version)
+def download_model(project_id: int, model_id: int) -> Response:
+    """Download the model whose id ``GET /models/<model_id>`` shows, as one file."""
+    return _send_model(project_id, model_id)
