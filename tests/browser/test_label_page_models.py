@@ -154,3 +154,25 @@ def test_live_accuracy_names_project_figure(
     assert re.search(r"\bproject's last 12 answers\b", note), note
     assert "all labellers" in note
     assert "your answer" not in note
+
+
+def test_failed_first_training_says_there_is_no_model(
+    live_server: LiveServer, browser: Any, tmp_path: Path
+) -> None:
+    # Four labels over three classes leave two classes with one example: training fails.
+    project_id = seed_project(live_server, tmp_path, labelled=4, unlabelled=5)
+    page = browser.new_page()
+    events = watch(page)
+    page.goto(f"{live_server.url}/projects/{project_id}/label")
+    page.wait_for_selector("#item-text[data-item-id]", timeout=TIMEOUT_MS)
+
+    page.click("#retrain-button")
+    page.wait_for_function(
+        "() => document.getElementById('train-message').textContent === 'Training failed.'",
+        timeout=TIMEOUT_MS,
+    )
+
+    alert = (page.text_content("#label-alert") or "").strip()
+    assert alert.startswith("Training failed. The project has no model yet. Every label needs")
+    assert "previous model" not in alert
+    assert events.errors == []

@@ -428,7 +428,13 @@ async function retrain() {
       message.textContent = current.message || `training: ${current.status}`;
     });
     if (job.status === "failed") {
-      showError(`Training failed; the previous model stays in use. ${job.error}`);
+      // The error is a sentence from the server; the page says what the project keeps.
+      await refreshModels();
+      const kept = state.currentModelId
+        ? "The previous model stays in use."
+        : "The project has no model yet.";
+      const reason = job.error ? job.error.charAt(0).toUpperCase() + job.error.slice(1) : "";
+      showError(`Training failed. ${kept} ${reason}`.trim());
       message.textContent = "Training failed.";
     } else {
       // refreshModels also fetches the new model's suggestions for the shown and queued items.
