@@ -467,3 +467,23 @@ def test_stopping_two_points_fit_no_curve(client: FlaskClient, database: Databas
     assert [point["n_labels"] for point in body["curve"]] == [50, 100]
     assert body["fitted"] == []
     assert "only 2 numbers of labels" in body["message"]
+
+
+def test_auto_choice_shown_with_the_version(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    add_model_version(database, project_id)
+    with database.session() as session:
+        row = session.scalars(
+            sa.select(ModelVersion).where(ModelVersion.project_id == project_id)
+        ).one()
+        row.model_name = "auto"
+        row.params = {"recipe": "auto", "auto": {"chosen": "tfidf-embedding-knn"}}
+        model_id = row.id
+
+    models = client.get(f"/api/v1/projects/{project_id}/models").get_json()["models"]
+    dashboard = client.get(f"/projects/{project_id}").get_data(as_text=True)
+    page = client.get(f"/projects/{project_id}/models/{model_id}").get_data(as_text=True)
+
+    assert models[0]["auto_choice"] == "tfidf-embedding-knn"
+    assert "(chose tfidf-embedding-knn)" in dashboard
+    assert "auto (chose tfidf-embedding-knn)" in page

@@ -79,6 +79,8 @@ def version_payload(version: ModelVersion, current_id: int | None) -> dict[str, 
         "is_current": version.id == current_id,
         # "pending" marks a version trained on TF-IDF alone while embeddings were computed.
         "embeddings_status": (metrics.get("embeddings") or {}).get("status"),
+        # The recipe that "auto" chose for this version, None for other models.
+        "auto_choice": ((version.params or {}).get("auto") or {}).get("chosen"),
     }
 
 
