@@ -146,3 +146,9 @@ def test_network_skipped_without_torch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert rows["embedding-mlp"].status == "skipped"
     assert "PyTorch is not installed" in rows["embedding-mlp"].reason
     assert rows["tfidf-linear"].status == "only choice"
+
+
+def test_every_candidate_is_a_project_model() -> None:
+    # "auto" may choose any candidate, and a project can pick the same recipe by name.
+    for candidate in AUTO_CANDIDATES:
+        assert get_recipe(candidate.name) is candidate
