@@ -46,6 +46,12 @@ def test_index_without_projects(client: FlaskClient) -> None:
     assert "No projects yet." in page.get_data(as_text=True)
 
 
+def test_create_form_describes_each_strategy(client: FlaskClient) -> None:
+    html = client.get("/projects/new").get_data(as_text=True)
+    assert ">margin: Items where the model&#39;s two most likely labels are closest.<" in html
+    assert ">diverse-margin: Uncertain items that differ from each other" in html
+
+
 def test_create_form_saves_project(client: FlaskClient, database: Database) -> None:
     token = csrf_token(client, "/projects/new")
     form = project_form(token, "Tweets", [("negative", "n"), ("useless", ""), ("positive", "p")])

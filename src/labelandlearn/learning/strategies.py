@@ -53,6 +53,8 @@ class QueryStrategy(ABC):
     """Scores unlabelled items; higher scores are asked first."""
 
     name: ClassVar[str] = ""
+    # One sentence for people choosing a strategy in the project form.
+    description: ClassVar[str] = ""
     needs_model: ClassVar[bool] = True
     # True for batch strategies that read ``features`` and ``batch_size``.
     uses_features: ClassVar[bool] = False
@@ -120,6 +122,8 @@ def _with_ties_broken(scores: np.ndarray, rng: np.random.Generator) -> np.ndarra
 class RandomStrategy(QueryStrategy):
     """Uniform random order."""
 
+    description = "Items in random order; the baseline that active learning should beat."
+
     needs_model = False
 
     def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -132,6 +136,8 @@ class RandomStrategy(QueryStrategy):
 @register_strategy("file-order")
 class FileOrderStrategy(QueryStrategy):
     """The order of the imported file: the first item scores highest."""
+
+    description = "Items in the order of the imported file."
 
     needs_model = False
 
@@ -146,6 +152,8 @@ class FileOrderStrategy(QueryStrategy):
 class LeastConfidenceStrategy(QueryStrategy):
     """One minus the top probability."""
 
+    description = "Items whose most likely label the model is least sure of."
+
     def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return _with_ties_broken(1.0 - proba.max(axis=1), rng)
 
@@ -153,6 +161,8 @@ class LeastConfidenceStrategy(QueryStrategy):
 @register_strategy("margin")
 class MarginStrategy(QueryStrategy):
     """Minus the gap between the two highest probabilities; ties are broken at random."""
+
+    description = "Items where the model's two most likely labels are closest."
 
     def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         top_two = np.partition(proba, -2, axis=1)[:, -2:]
@@ -163,6 +173,8 @@ class MarginStrategy(QueryStrategy):
 @register_strategy("entropy")
 class EntropyStrategy(QueryStrategy):
     """Shannon entropy of the predicted distribution."""
+
+    description = "Items whose predicted label distribution is most spread out."
 
     def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         clipped = np.clip(proba, 1e-12, 1.0)
@@ -178,6 +190,8 @@ class ClassBalancedStrategy(QueryStrategy):
     predictions in the pool. On data where most items fall in one class this asks more about
     the minority classes than plain margin does.
     """
+
+    description = "Uncertain items, favouring labels the model rarely predicts (for skewed data)."
 
     def _score(self, proba: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n_items, n_labels = proba.shape
@@ -207,6 +221,8 @@ class DiverseMarginStrategy(QueryStrategy):
     their margin scores. A batch of near-duplicates (retweets, spam waves) thus becomes one
     item per theme. Without ``features`` the scores equal those of ``margin``.
     """
+
+    description = "Uncertain items that differ from each other, one per cluster of similar texts."
 
     uses_features = True
 

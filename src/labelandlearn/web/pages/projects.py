@@ -35,10 +35,14 @@ def model_choices() -> list[tuple[str, str]]:
 
 
 def strategy_choices() -> list[tuple[str, str]]:
-    """Return (name, name) pairs of the registered query strategies."""
-    from labelandlearn.learning.strategies import strategy_names
+    """Return (name, description) pairs of the registered query strategies."""
+    from labelandlearn.learning.strategies import get_strategy, strategy_names
 
-    return [(name, name) for name in strategy_names()]
+    choices = []
+    for name in strategy_names():
+        description = get_strategy(name).description
+        choices.append((name, f"{name}: {description}" if description else name))
+    return choices
 
 
 def _project_form() -> ProjectForm:
