@@ -303,6 +303,11 @@ def test_train_prints_cross_validated_metrics(run, trained) -> None:  # type: ig
     table = run("train", "mail")
     assert table.exit_code == 0, table.output
     assert "macro-F1" in table.stdout
+    # Without a terminal the progress comes as plain lines, one per further tenth.
+    steps = [line for line in table.stderr.splitlines() if line.startswith("Training")]
+    assert steps, table.stderr
+    assert steps[-1] == "Training: 100%"
+    assert len(steps) <= 10
 
 
 def test_train_with_too_few_labels(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -147,11 +147,20 @@ def progress_bar(description: str) -> Iterator[ProgressCallback]:
         TextColumn("{task.fields[message]}"),
     )
     # No bar when stderr is not a terminal (CI logs, pipes): a bar's redraws only add noise.
-    with Progress(*columns, console=stderr, disable=not stderr.is_terminal) as progress:
+    # There a plain line at each further tenth of the work shows that a long run moves.
+    terminal = stderr.is_terminal
+    printed = [0]
+    with Progress(*columns, console=stderr, disable=not terminal) as progress:
         task = progress.add_task(description, total=1.0, message="")
 
         def update(fraction: float, message: str = "", *, force: bool = False) -> None:
-            progress.update(task, completed=max(0.0, min(1.0, fraction)), message=message)
+            fraction = max(0.0, min(1.0, fraction))
+            progress.update(task, completed=fraction, message=message)
+            tenths = int(fraction * 10)
+            if not terminal and tenths > printed[0]:
+                printed[0] = tenths
+                line = f"{description}: {tenths * 10}%" + (f", {message}" if message else "")
+                stderr.print(line, markup=False, highlight=False)
 
         try:
             yield update
@@ -160,6 +169,8 @@ def progress_bar(description: str) -> Iterator[ProgressCallback]:
             progress.remove_task(task)
             raise
         progress.update(task, completed=1.0)
+        if not terminal and printed[0] < 10:
+            stderr.print(f"{description}: 100%", markup=False, highlight=False)
 
 
 def print_json(data: Any) -> None:
