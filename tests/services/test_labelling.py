@@ -240,6 +240,27 @@ def test_undo_hands_item_back(db: Database) -> None:
     assert labelling.undo_last(db, project_id, user) is None
 
 
+def test_undo_named_answer_when_stored_out_of_order(db: Database) -> None:
+    project_id, labels = make_project(db, n_items=3)
+    user = make_user(db, "u")
+    first, second = (item["id"] for item in labelling.next_items(db, project_id, user, limit=2))
+    given_last = answer(second, labels[1])
+    # The later answer reached the server first, so the earlier one is the newest stored.
+    labelling.submit_answer(db, project_id, user, given_last)
+    labelling.submit_answer(db, project_id, user, answer(first, labels[0]))
+
+    undone = labelling.undo_last(db, project_id, user, answer_id=given_last.answer_id)
+
+    assert undone is not None
+    assert undone["item"]["id"] == second
+    assert undone["undone"]["answer_id"] == given_last.answer_id
+    with db.session() as session:
+        assert session.get(Item, first).label_id == labels[0]  # type: ignore[union-attr]
+        assert session.get(Item, second).label_id is None  # type: ignore[union-attr]
+    with pytest.raises(NotFoundError, match="undone already or never stored"):
+        labelling.undo_last(db, project_id, user, answer_id=given_last.answer_id)
+
+
 def test_skip_is_not_served_again(db: Database) -> None:
     project_id, _ = make_project(db, n_items=2)
     user = make_user(db, "u")

@@ -244,3 +244,25 @@ def test_answer_without_csrf_token_is_rejected(world: dict[str, Any]) -> None:
     response = _answer(client, {}, project_id, item["id"])
     assert response.status_code == 400
     assert "CSRF" in response.get_json()["error"]["message"]
+
+
+def test_undo_takes_the_named_answer(world: dict[str, Any]) -> None:
+    project_id = world["project_id"]
+    client, headers = _login(world, "annotator")
+    first = _next_item(client, project_id)
+    first_id = str(uuid.uuid4())
+    assert _answer(client, headers, project_id, first["id"], id=first_id).status_code == 201
+    second = _next_item(client, project_id)
+    assert _answer(client, headers, project_id, second["id"]).status_code == 201
+    undo = f"/api/v1/projects/{project_id}/answers/undo"
+
+    named = client.post(undo, json={"answer_id": first_id}, headers=headers)
+    again = client.post(undo, json={"answer_id": first_id}, headers=headers)
+    newest = client.post(undo, headers=headers)
+
+    assert named.status_code == 200
+    assert named.get_json()["item"]["id"] == first["id"]
+    assert again.status_code == 404
+    assert "undone already or never stored" in again.get_json()["error"]["message"]
+    assert newest.status_code == 200
+    assert newest.get_json()["item"]["id"] == second["id"]

@@ -482,7 +482,7 @@ def _learn_and_check_retrain(
 
 
 class RetrainChecks:
-    """Spaces out the retrain check, whose COUNT over the project's items is costly.
+    """Spaces out the retrain check, which counts the project's labelled items.
 
     One answer adds at most one training label, so after a check finds ``missing`` labels
     still to come before a retrain is due, the next ``missing`` answers stored through this
@@ -542,22 +542,33 @@ def _answer_after_race(
         return {**_answer_payload(stored, _label_map(session, project_id)), "created": False}
 
 
-def undo_last(db: Database, project_id: int, user_id: int) -> dict[str, Any] | None:
-    """Delete the user's newest answer in the project and hand its item back to the user."""
+def undo_last(
+    db: Database, project_id: int, user_id: int, *, answer_id: str | None = None
+) -> dict[str, Any] | None:
+    """Delete the user's answer ``answer_id`` in the project, or without it their newest one,
+    and hand its item back to the user.
+
+    A page sends the id of the answer it undoes: answers sent one after the other may be
+    stored in another order, so the newest stored one need not be the last one given.
+    """
     with db.session() as session:
         project = session.get(Project, project_id)
         if project is None:
             raise NotFoundError(f"project {project_id} not found")
-        last = session.scalar(
-            select(Answer)
-            .where(
-                Answer.project_id == project_id,
-                Answer.user_id == user_id,
-                Answer.source == "labeller",
-            )
-            .order_by(Answer.created_at.desc())
-            .limit(1)
+        mine = select(Answer).where(
+            Answer.project_id == project_id,
+            Answer.user_id == user_id,
+            Answer.source == "labeller",
         )
+        if answer_id is not None:
+            last = session.scalar(mine.where(Answer.id == answer_id))
+            if last is None:
+                raise NotFoundError(
+                    f"answer {answer_id!r} not found among your answers in project "
+                    f"{project_id}; it was undone already or never stored"
+                )
+        else:
+            last = session.scalar(mine.order_by(Answer.created_at.desc()).limit(1))
         if last is None:
             return None
         item = session.get(Item, last.item_id)
@@ -595,8 +606,7 @@ def _schedule_retrain_if_due(
         project = session.get(Project, project_id)
         if project is None:
             return None, 0
-        # The busy check comes first because it is cheap, and the COUNT below reads every
-        # item row of the project (no index covers label_id).
+        # The busy check comes first because it is cheap.
         busy = session.scalar(
             select(Job.id).where(
                 Job.project_id == project_id,

@@ -22,6 +22,7 @@ from labelandlearn.web.api.schemas import (
     AnswerInSchema,
     ItemPredictionsQuerySchema,
     NextItemsQuerySchema,
+    UndoInSchema,
 )
 from labelandlearn.web.ids import MAX_ID
 from labelandlearn.web.state import state
@@ -134,11 +135,13 @@ def submit_answer(body: dict[str, Any], project_id: int) -> dict[str, Any]:
 
 @blp.route("/projects/<int:project_id>/answers/undo", methods=["POST"])
 @requires("label")
+@blp.arguments(UndoInSchema(), required=False)
 @blp.response(200)
-def undo(project_id: int) -> dict[str, Any]:
+def undo(body: dict[str, Any] | None, project_id: int) -> dict[str, Any]:
     with state().db.session() as session:
         get_project(session, project_id)
-    result = service.undo_last(state().db, project_id, current_user.id)
+    answer_id = (body or {}).get("answer_id")
+    result = service.undo_last(state().db, project_id, current_user.id, answer_id=answer_id)
     return result or {"item": None, "undone": None}
 
 

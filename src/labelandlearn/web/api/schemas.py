@@ -55,6 +55,17 @@ class ItemPredictionsQuerySchema(Schema):
     )
 
 
+class UndoInSchema(Schema):
+    answer_id = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "the id of the answer to undo, as sent with it; without it the "
+            "user's newest stored answer in the project is undone"
+        },
+    )
+
+
 class AnswerInSchema(Schema):
     id = fields.String(
         load_default=None,

@@ -234,7 +234,10 @@ async function undo() {
   try {
     // Undo removes the newest stored answer, so every answer sent before must be stored first.
     await Promise.allSettled(Array.from(state.pending.values(), (entry) => entry.promise));
-    const result = await apiFetch(`${api}/answers/undo`, { method: "POST" });
+    // The page's last answer, named by its id: answers sent in a row may be stored in
+    // another order, so the newest stored one need not be it.
+    const body = last ? { answer_id: last.answerId } : {};
+    const result = await apiFetch(`${api}/answers/undo`, { method: "POST", body });
     if (!result.item) {
       showError("Nothing to undo: you have no answers in this project.");
       return;
