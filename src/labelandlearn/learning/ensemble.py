@@ -12,9 +12,9 @@ Neighbours over the whole TF-IDF plus embedding row scored 0.833 and 0.709.
 
 With ``centre`` the neighbours compare the vectors less their mean over the training rows,
 and with ``vote="softmax"`` each vote weighs exp(similarity / temperature). Both together
-(``tfidf-embedding-knn-centred``) scored 0.835 and 0.841 useful-vs-useless and 0.727 and 0.736
-3-class on two fold seeds, against 0.829 and 0.838, 0.717 and 0.721 for the recipe above
-(docs/benchmarks.md, "Neighbours on centred vectors").
+(``tfidf-embedding-knn-centred``) scored 0.835, 0.841 and 0.843 useful-vs-useless and 0.727,
+0.736 and 0.720 3-class on three fold seeds, against 0.829, 0.838 and 0.839, and 0.717, 0.721
+and 0.720, for the recipe above (docs/benchmarks.md, "Neighbours on centred vectors").
 
 The neighbours use the trailing columns that every training row fills: the embedding block
 that the ``tfidf+embedding`` featurizer appends. Without such a block (TF-IDF alone, when the
