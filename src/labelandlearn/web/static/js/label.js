@@ -234,8 +234,8 @@ async function undo() {
   try {
     // Undo removes the newest stored answer, so every answer sent before must be stored first.
     await Promise.allSettled(Array.from(state.pending.values(), (entry) => entry.promise));
-    // The page's last answer, named by its id: answers sent in a row may be stored in
-    // another order, so the newest stored one need not be it.
+    // Undo names the page's last answer by its id. Answers sent in a row may be stored in
+    // another order, so the newest stored answer need not be the last one given.
     const body = last ? { answer_id: last.answerId } : {};
     const result = await apiFetch(`${api}/answers/undo`, { method: "POST", body });
     if (!result.item) {
@@ -431,13 +431,13 @@ async function retrain() {
       message.textContent = current.message || `training: ${current.status}`;
     });
     if (job.status === "failed") {
-      // The error is a sentence from the server; the page says what the project keeps.
+      // The server's error is one sentence; the alert adds whether a model stays in use.
       await refreshModels();
-      const kept = state.currentModelId
+      const modelNote = state.currentModelId
         ? "The previous model stays in use."
         : "The project has no model yet.";
       const reason = job.error ? job.error.charAt(0).toUpperCase() + job.error.slice(1) : "";
-      showError(`Training failed. ${kept} ${reason}`.trim());
+      showError(`Training failed. ${modelNote} ${reason}`.trim());
       message.textContent = "Training failed.";
     } else {
       // refreshModels also fetches the new model's suggestions for the shown and queued items.
