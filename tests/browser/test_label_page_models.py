@@ -176,3 +176,40 @@ def test_failed_first_training_says_there_is_no_model(
     assert alert.startswith("Training failed. The project has no model yet. Every label needs")
     assert "previous model" not in alert
     assert events.errors == []
+
+
+def test_quick_undo_presses_each_undo_one_answer(
+    live_server: LiveServer, browser: Any, tmp_path: Path
+) -> None:
+    project_id = seed_project(live_server, tmp_path, labelled=0, unlabelled=8)
+    page = browser.new_page()
+    events = watch(page)
+    page.goto(f"{live_server.url}/projects/{project_id}/label")
+    page.wait_for_selector("#item-text[data-item-id]", timeout=TIMEOUT_MS)
+    answered = []
+    for key in "1231":
+        item_id = page.get_attribute("#item-text", "data-item-id")
+        answered.append(item_id)
+        page.keyboard.press(key)
+        page.wait_for_function(
+            "id => document.getElementById('item-text').dataset.itemId !== id",
+            arg=item_id,
+            timeout=TIMEOUT_MS,
+        )
+    page.wait_for_function(
+        "() => document.getElementById('save-status').textContent === 'all answers saved'",
+        timeout=TIMEOUT_MS,
+    )
+
+    # Four presses without a pause: the later ones wait for the running undo.
+    for _ in range(4):
+        page.keyboard.press("Backspace")
+    page.wait_for_function(
+        "id => document.getElementById('item-text').dataset.itemId === id",
+        arg=answered[0],
+        timeout=TIMEOUT_MS,
+    )
+
+    progress = api_get(live_server, f"/api/v1/projects/{project_id}/progress")["progress"]
+    assert progress["labelled"] == 0
+    assert events.errors == []

@@ -42,6 +42,7 @@ const state = {
   // double press or key repeat cannot answer one item twice.
   answering: false,
   undoing: false,
+  undosWaiting: 0,
   fetching: null,
   pending: new Map(),
   history: [],
@@ -226,10 +227,11 @@ function answerFailed(entry, error) {
 
 async function undo() {
   if (state.undoing) {
+    // Presses during an undo request wait their turn, so each undoes one more answer.
+    state.undosWaiting += 1;
     return;
   }
   state.undoing = true;
-  undoButton.disabled = true;
   const last = state.history.pop();
   try {
     // Undo removes the newest stored answer, so every answer sent before must be stored first.
@@ -239,6 +241,7 @@ async function undo() {
     const body = last ? { answer_id: last.answerId } : {};
     const result = await apiFetch(`${api}/answers/undo`, { method: "POST", body });
     if (!result.item) {
+      state.undosWaiting = 0;
       showError("Nothing to undo: you have no answers in this project.");
       return;
     }
@@ -249,10 +252,14 @@ async function undo() {
     show(item);
     scheduleProgress();
   } catch (error) {
+    state.undosWaiting = 0;
     showError(`Undo failed: ${error.message}`);
   } finally {
     state.undoing = false;
-    undoButton.disabled = false;
+    if (state.undosWaiting > 0) {
+      state.undosWaiting -= 1;
+      undo();
+    }
   }
 }
 
