@@ -118,7 +118,7 @@ def test_predictions_stable_window() -> None:
 def test_signal_too_few_versions() -> None:
     signal = stopping_signal([(20, [0.5, 0.6]), (40, [0.6, 0.7])])
     assert signal.verdict == TOO_EARLY
-    assert "too few" in signal.message
+    assert "a trend needs 3" in signal.message
     assert signal.estimated_gain_next_100 is None
 
 

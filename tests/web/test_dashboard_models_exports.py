@@ -159,6 +159,11 @@ def test_model_download_takes_the_model_id(client: FlaskClient, database: Databa
     assert "tweets-v1.lnlmodel" in response.headers["Content-Disposition"]
     page = client.get(f"/projects/{project_id}").get_data(as_text=True)
     assert f"/api/v1/projects/{project_id}/models/{first['id']}/download" in page
+    # The current model's button names version 2 and links to that version's id, so a newer
+    # model trained while the page is open does not change what it downloads.
+    current = next(model for model in models if model["version"] == 2)
+    link = f"/api/v1/projects/{project_id}/models/{current['id']}/download"
+    assert f'href="{link}">Download model v2<' in page
 
 
 def test_model_download_without_model_is_404(client: FlaskClient, database: Database) -> None:
@@ -441,7 +446,7 @@ def test_stopping_api(client: FlaskClient, database: Database) -> None:
     # Version 2 changed the model (a neural network), so the curve starts again with it.
     assert [point["n_labels"] for point in body["curve"]] == [80]
     assert body["prediction_changes"][0]["kappa"] == 0.8
-    assert "trained at one number of labels so far, too few to read a trend" in body["message"]
+    assert "trained at one label count so far, and a trend needs 3" in body["message"]
     assert body["fitted"] == []
 
 
@@ -466,7 +471,7 @@ def test_stopping_two_points_fit_no_curve(client: FlaskClient, database: Databas
 
     assert [point["n_labels"] for point in body["curve"]] == [50, 100]
     assert body["fitted"] == []
-    assert "only 2 numbers of labels" in body["message"]
+    assert "2 different label counts" in body["message"]
 
 
 def test_auto_choice_shown_with_the_version(client: FlaskClient, database: Database) -> None:

@@ -13,7 +13,8 @@ dashboard, the CLI and the tests share one definition:
   than four points or the power law does not converge).
 
 ``stopping_signal`` joins them into "still improving", "slowing down" or "stable" with a
-sentence and the figures behind it, or "too early to tell" before three model versions.
+sentence and the figures behind it, or "too early to tell" before models at three different
+label counts.
 """
 
 from __future__ import annotations
@@ -307,10 +308,10 @@ def stopping_signal(
 def _early_message(points: int) -> str:
     if points == 0:
         return "No model with cross-validated scores yet; label items and train one."
-    trained = "one number of labels" if points == 1 else f"only {points} numbers of labels"
+    counts = "one label count" if points == 1 else f"{points} different label counts"
     return (
-        f"The current model was trained at {trained} so far, too few to read a trend; keep "
-        "labelling."
+        f"Models were trained at {counts} so far, and a trend needs {MIN_TREND_POINTS}. Keep "
+        "labelling: the next retrain at a new label count adds a point."
     )
 
 

@@ -39,7 +39,8 @@ def get_model(project_id: int, model_id: int) -> dict[str, Any]:
 @blp.response(200)
 def get_stopping(project_id: int) -> dict[str, Any]:
     """Return whether more labels still improve the model ("still improving", "slowing down",
-    "stable", or "too early to tell" before three model versions), with the learning curve,
+    "stable", or "too early to tell" before models at three different label counts), with the
+    learning curve,
     prediction changes and estimated gain behind it."""
     return service.stopping_report(state().db, project_id)
 
