@@ -176,9 +176,9 @@ def test_status_reuses_count_until_items_change(
     cache = EmbeddingCache(spec.folder)
     key = f"{spec.backend}:{spec.model}"
     cache.put_many(key, [text_sha1(text) for text in texts], np.zeros((len(texts), 4)))
-    kept = embedding_status(db, project_id)
-    assert kept is not None
-    assert kept["missing"] == 30
+    reused = embedding_status(db, project_id)
+    assert reused is not None
+    assert reused["missing"] == 30
 
     with db.session() as session:
         text = "a tweet imported later"

@@ -174,7 +174,7 @@ def test_threaded_scoring_matches_one_thread(
     assert np.allclose(pool_scores(sqlite_db, project_id), alone)
 
 
-def test_read_back_model_scores_on_threads_beside_other_threads(
+def test_read_back_scoring_uses_threads(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A job thread of the server must not fork, so a model read back scores on threads.

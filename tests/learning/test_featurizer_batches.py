@@ -93,7 +93,7 @@ def test_fit_on_non_str_texts_keeps_no_rows() -> None:
     assert abs(featurizer.transform(batch) - restored.transform(batch)).max() <= 1e-12
 
 
-def test_restored_featurizer_looks_up_many_new_words_in_numpy(
+def test_restored_new_words_numpy_lookup(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Every word of a restored featurizer is new, so a large batch takes the numpy look-up.

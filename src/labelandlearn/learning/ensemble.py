@@ -37,8 +37,8 @@ from labelandlearn.learning.classifiers import LinearClassifier
 _QUERY_BATCH = 2048
 # Distances below this count as exact matches, which take the whole vote as in scikit-learn.
 _EXACT = 1e-9
-# How a neighbour's vote is weighted. "distance": by 1 / (1 - cosine similarity), and an exact
-# match takes the whole vote. "softmax": by exp(cosine similarity / temperature).
+# Weightings of a neighbour's vote. "distance": 1 / (1 - cosine similarity), and an exact match
+# takes the whole vote. "softmax": exp(cosine similarity / temperature).
 VOTES = ("distance", "softmax")
 _LINEAR_PREFIX = "linear."
 
