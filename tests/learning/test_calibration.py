@@ -74,6 +74,8 @@ def test_choose_calibration_fixes_overconfident() -> None:
     assert report.scaler.method in {"temperature", "platt"}
     assert report.ece_after < report.ece_before - 0.05
     assert report.curve_after.ece < report.curve_before.ece
+    # The plotted curve and the reported error score the same cross-fitted probabilities.
+    assert report.curve_after.ece == pytest.approx(report.ece_after)
 
 
 def test_choose_calibration_keeps_calibrated() -> None:

@@ -184,6 +184,8 @@ def choose_calibration(
         fitters["platt"] = fit_platt
 
     candidates = {"none": baseline}
+    # Each method's probabilities, each half scaled by a scaler fitted on the other half.
+    cross_fitted = {"none": proba}
     halves = _two_halves(y, random_state)
     for method, fitter in fitters.items():
         if halves is None:
@@ -192,12 +194,15 @@ def choose_calibration(
         for fit_rows, score_rows in (halves, halves[::-1]):
             calibrated[score_rows] = fitter(proba[fit_rows], y[fit_rows]).apply(proba[score_rows])
         candidates[method] = expected_calibration_error(calibrated, y, n_bins)
+        cross_fitted[method] = calibrated
 
     best = min(candidates, key=lambda name: candidates[name])
     scaler = Scaler(method="none")
     if best != "none" and candidates[best] <= baseline - MIN_ECE_IMPROVEMENT:
         scaler = fitters[best](proba, y)
-    after = scaler.apply(proba)
+    # The curve after scaling shows the cross-fitted probabilities, as ``ece_after`` scores
+    # them. The final scaler, fitted on all of them, would look better than it is there.
+    after = cross_fitted[scaler.method]
     logger.info(
         "calibration: %s chosen, ECE %.4f before, cross-fitted candidates %s",
         scaler.method,
