@@ -200,8 +200,8 @@ def choose_calibration(
     scaler = Scaler(method="none")
     if best != "none" and candidates[best] <= baseline - MIN_ECE_IMPROVEMENT:
         scaler = fitters[best](proba, y)
-    # The curve after scaling shows the cross-fitted probabilities, as ``ece_after`` scores
-    # them. The final scaler, fitted on all of them, would look better than it is there.
+    # The curve after scaling shows the cross-fitted probabilities that ``ece_after`` scores,
+    # so the plot and the figure agree. The final scaler is fitted on all of them.
     after = cross_fitted[scaler.method]
     logger.info(
         "calibration: %s chosen, ECE %.4f before, cross-fitted candidates %s",
