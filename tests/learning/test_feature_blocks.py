@@ -146,6 +146,24 @@ def test_large_batch_blocks_match_joined_matrix(tmp_path: Path) -> None:
     assert np.allclose(stored.predict_proba(texts), model.predict_proba(texts), atol=1e-12)
 
 
+def _record_score_workers(monkeypatch: pytest.MonkeyPatch, threads: int) -> list[int]:
+    """Make scoring see 2 CPUs and ``threads`` running threads, and predict in steps of 7 texts
+    from 10 texts on. Return the list that collects each threaded prediction's worker count."""
+    monkeypatch.setattr(scoring, "PARALLEL_MIN_TEXTS", 10)
+    monkeypatch.setattr(scoring, "SCORE_BATCH", 7)
+    monkeypatch.setattr(scoring.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(scoring.threading, "active_count", lambda: threads)
+    workers: list[int] = []
+    original = scoring._predict_threaded
+
+    def counting(*args: object, **kwargs: object) -> np.ndarray:
+        workers.append(int(args[2]))  # type: ignore[call-overload]
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(scoring, "_predict_threaded", counting)
+    return workers
+
+
 def test_threaded_scoring_matches_one_thread(
     sqlite_db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -156,18 +174,7 @@ def test_threaded_scoring_matches_one_thread(
 
     score_project(sqlite_db, project_id, model=model)
     alone = pool_scores(sqlite_db, project_id)
-    monkeypatch.setattr(scoring, "PARALLEL_MIN_TEXTS", 10)
-    monkeypatch.setattr(scoring, "SCORE_BATCH", 7)
-    monkeypatch.setattr(scoring.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(scoring.threading, "active_count", lambda: 1)
-    workers: list[int] = []
-    original = scoring._predict_threaded
-
-    def counting(*args: object, **kwargs: object) -> np.ndarray:
-        workers.append(int(args[2]))  # type: ignore[call-overload]
-        return original(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(scoring, "_predict_threaded", counting)
+    workers = _record_score_workers(monkeypatch, threads=1)
     # The model the fit has just built kept its texts' words, so threads score them.
     assert score_project(sqlite_db, project_id, model=model) == 30
     assert workers == [2]
@@ -185,21 +192,11 @@ def test_read_back_scoring_uses_threads(
 
     score_project(sqlite_db, project_id)
     alone = pool_scores(sqlite_db, project_id)
-    monkeypatch.setattr(scoring, "PARALLEL_MIN_TEXTS", 10)
-    monkeypatch.setattr(scoring, "SCORE_BATCH", 7)
-    monkeypatch.setattr(scoring.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(scoring.threading, "active_count", lambda: 3)
-    workers: list[int] = []
-    original = scoring._predict_threaded
-
-    def counting(*args: object, **kwargs: object) -> np.ndarray:
-        workers.append(int(args[2]))  # type: ignore[call-overload]
-        return original(*args, **kwargs)  # type: ignore[arg-type]
+    workers = _record_score_workers(monkeypatch, threads=3)
 
     def no_fork(*args: object, **kwargs: object) -> np.ndarray:
         raise AssertionError("a process with other threads forked")
 
-    monkeypatch.setattr(scoring, "_predict_threaded", counting)
     monkeypatch.setattr(scoring, "_predict_forked", no_fork)
     assert score_project(sqlite_db, project_id) == 30
     assert workers == [2]
