@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import sqlite3
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +18,7 @@ import scipy.sparse as sp
 from labelandlearn.errors import MissingExtraError, ValidationError
 from labelandlearn.learning import embeddings
 from labelandlearn.learning.embeddings import (
+    CACHE_FILE,
     EmbeddingBackend,
     EmbeddingCache,
     EmbeddingFeaturizer,
@@ -62,25 +65,112 @@ def test_text_sha1_is_hex_sha1() -> None:
     assert text_sha1("é") == hashlib.sha1("é".encode()).hexdigest()
 
 
+A, B, C = (text_sha1(text) for text in "abc")
+
+
 def test_cache_round_trip(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path)
     vectors = np.arange(6, dtype=np.float32).reshape(2, 3)
-    cache.put_many("m1", ["a", "b"], vectors)
+    cache.put_many("m1", [A, B], vectors)
 
-    found = cache.get_blobs("m1", ["a", "b", "c"])
-    assert set(found) == {"a", "b"}
-    assert np.array_equal(np.frombuffer(found["b"], dtype=np.float32), vectors[1])
-    assert cache.get_blobs("m2", ["a"]) == {}
-    assert cache.present("m1", ["a", "c"]) == {"a"}
+    found_vectors, found = cache.lookup("m1", [B, C, A, B])
+    assert found.tolist() == [True, False, True, True]
+    assert np.array_equal(found_vectors, np.stack([vectors[1], np.zeros(3), *vectors]))
+    assert cache.lookup("m2", [A])[1].tolist() == [False]
+    assert cache.present("m1", [A, C]) == {A}
     assert cache.count("m1") == 2
+    # A hash stored again keeps its first vector; one stored twice in a call, the first.
+    cache.put_many("m1", [A, C, C], np.array([[9] * 3, [7] * 3, [8] * 3], dtype=np.float32))
+    assert cache.lookup("m1", [A, C])[0].tolist() == [[0.0, 1.0, 2.0], [7.0, 7.0, 7.0]]
+    assert cache.count("m1") == 3
 
 
-def test_cache_many_keys_beyond_sql_chunk(tmp_path: Path) -> None:
+def test_cache_many_keys(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path)
-    keys = [f"k{i}" for i in range(2500)]
-    cache.put_many("m", keys, np.ones((2500, 2), dtype=np.float32))
-    assert len(cache.get_blobs("m", keys)) == 2500
+    keys = [text_sha1(str(i)) for i in range(2500)]
+    vectors = np.random.default_rng(0).normal(size=(2500, 2)).astype(np.float32)
+    for start in range(0, 2500, 700):
+        cache.put_many("m", keys[start : start + 700], vectors[start : start + 700])
+    assert np.array_equal(cache.lookup("m", keys[::-1])[0], vectors[::-1])
     assert len(cache.present("m", keys)) == 2500
+
+
+def test_cache_rejects_non_sha1_keys(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    with pytest.raises(ValueError, match="40 characters, got 'k1'"):
+        cache.put_many("m", [A, "k1"], np.ones((2, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match="hex SHA-1 digests, got 'z{40}'"):
+        cache.lookup("m", ["z" * 40])
+
+
+def test_cache_keys_sharing_prefix(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    twin = A[:16] + ("0" if A[16] != "0" else "1") + A[17:]
+    cache.put_many("m", [A], np.ones((1, 2), dtype=np.float32))
+    vectors, found = cache.lookup("m", [A, twin])
+    assert found.tolist() == [True, False]
+    assert vectors.tolist() == [[1.0, 1.0], [0.0, 0.0]]
+
+
+def test_cache_reads_other_process_writes(tmp_path: Path) -> None:
+    reader = EmbeddingCache(tmp_path)
+    reader.put_many("m", [A], np.ones((1, 2), dtype=np.float32))
+    assert reader.lookup("m", [A])[1].all()
+    # Another process writes; this process's index learns of the new row on its next miss.
+    script = (
+        "import sys, numpy as np\n"
+        "from labelandlearn.learning.vector_cache import EmbeddingCache\n"
+        f"EmbeddingCache(sys.argv[1]).put_many('m', ['{B}'], np.full((1, 2), 2, 'float32'))\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    vectors, found = reader.lookup("m", [A, B])
+    assert found.tolist() == [True, True]
+    assert vectors.tolist() == [[1.0, 1.0], [2.0, 2.0]]
+
+
+def test_cache_cuts_uncommitted_rows(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    cache.put_many("m", [A], np.ones((1, 2), dtype=np.float32))
+    # A writer that died after writing its data but before committing the count.
+    for path in tmp_path.glob("*.keys"):
+        path.write_bytes(path.read_bytes() + bytes.fromhex(B) + b"junk")
+    for path in tmp_path.glob("*.f32"):
+        path.write_bytes(path.read_bytes() + b"\xff" * 11)
+    assert not EmbeddingCache(tmp_path).lookup("m", [B])[1].any()
+    cache.put_many("m", [C], np.full((1, 2), 3, dtype=np.float32))
+    vectors, found = EmbeddingCache(tmp_path).lookup("m", [A, B, C])
+    assert found.tolist() == [True, False, True]
+    assert vectors.tolist() == [[1.0, 1.0], [0.0, 0.0], [3.0, 3.0]]
+    assert [path.stat().st_size for path in tmp_path.glob("*.f32")] == [16]
+
+
+def test_cache_moves_sqlite_layout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with sqlite3.connect(tmp_path / CACHE_FILE) as connection:
+        connection.execute(
+            "CREATE TABLE embeddings (model TEXT NOT NULL, text_sha1 TEXT NOT NULL,"
+            " vector BLOB NOT NULL, PRIMARY KEY (model, text_sha1))"
+        )
+        rows = [
+            ("m", A, np.array([1, 2], dtype=np.float32).tobytes()),
+            ("m", B, np.array([3, 4], dtype=np.float32).tobytes()),
+            ("m", C, np.array([5, 6, 7], dtype=np.float32).tobytes()),
+            ("n", A, np.array([8], dtype=np.float32).tobytes()),
+        ]
+        connection.executemany("INSERT INTO embeddings VALUES (?, ?, ?)", rows)
+    connection.close()
+    caplog.set_level(logging.INFO)
+    cache = EmbeddingCache(tmp_path)
+    vectors, found = cache.lookup("m", [A, B, C])
+    assert found.tolist() == [True, True, False]
+    assert vectors.tolist() == [[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]]
+    assert cache.lookup("n", [A])[0].tolist() == [[8.0]]
+    assert "moved 3 vectors to the file layout, dropped 1 with another size or key" in caplog.text
+    with sqlite3.connect(tmp_path / CACHE_FILE) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    connection.close()
+    assert "embeddings" not in tables
 
 
 def test_unknown_backend_lists_allowed() -> None:
@@ -242,9 +332,8 @@ def test_cached_vectors_of_two_sizes_are_rejected(tmp_path: Path) -> None:
     backend = CachedOnlyBackend("m")
     cache = EmbeddingCache(tmp_path)
     cache.put_many(backend.cache_key, [text_sha1("a")], np.ones((1, 3), dtype=np.float32))
-    cache.put_many(backend.cache_key, [text_sha1("b")], np.ones((1, 5), dtype=np.float32))
-    with pytest.raises(ValidationError, match="vectors of 3, 5 floats under cached-only:m"):
-        embed_texts(["a", "b"], backend, cache)
+    with pytest.raises(ValidationError, match="got 5 floats, .* contains vectors of 3;"):
+        cache.put_many(backend.cache_key, [text_sha1("b")], np.ones((1, 5), dtype=np.float32))
     vectors = embed_texts(["a", "a"], backend, cache)
     assert vectors.shape == (2, 3)
     assert vectors.flags.writeable

