@@ -217,9 +217,9 @@ class LinearClassifier(Classifier):
             coef = self.coef_[:, start : start + width]
             if sp.issparse(block) and sp.csr_matrix(block).nnz <= _GATHER_MAX_NNZ:
                 scores += _sparse_scores(sp.csr_matrix(block), coef)
-            elif isinstance(block, np.ndarray) and block.dtype == np.float32:
-                # Embedding vectors are float32. Multiplying them by float32 weights skips
-                # the float64 copy of the block that a mixed product makes (5,000 x 384).
+            elif block.dtype == np.float32:
+                # TF-IDF values and embedding vectors are float32. Multiplying them by float32
+                # weights skips the float64 copy of the block that a mixed product makes.
                 scores += block @ np.ascontiguousarray(coef.T, dtype=np.float32)
             else:
                 scores += np.asarray(block @ np.ascontiguousarray(coef.T), dtype=np.float64)
