@@ -44,7 +44,7 @@ ARRAYS_NPZ = "arrays.npz"
 # Larger uncompressed contents are rejected before reading, so a zip bomb cannot fill memory.
 MAX_MODEL_UNCOMPRESSED_BYTES = 4 * 1024**3
 # Texts that TextModel.predict_proba featurizes at a time.
-PREDICT_BATCH = 5_000
+PREDICT_BATCH = 10_000
 
 
 class ModelFileError(LabelAndLearnError):
@@ -352,7 +352,8 @@ class TextModel:
         """Return (n, len(labels)) probabilities, columns in ``labels`` order.
 
         Texts are featurized ``PREDICT_BATCH`` at a time: smaller matrices stay in the CPU
-        caches, so 100,000 tweets took 1.9 s in steps against 3.6 s in one piece.
+        caches, so 100,000 tweets took 1.2 to 1.3 s in steps of 10,000 against 2.0 to 2.6 s in
+        one piece.
         """
         self._check_trained()
         if len(texts) <= PREDICT_BATCH:
