@@ -8,6 +8,7 @@ import logging
 import sqlite3
 import subprocess
 import sys
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 import scipy.sparse as sp
 
 from labelandlearn.errors import MissingExtraError, ValidationError
-from labelandlearn.learning import embeddings
+from labelandlearn.learning import embeddings, vector_cache
 from labelandlearn.learning.embeddings import (
     CACHE_FILE,
     EmbeddingBackend,
@@ -112,6 +113,33 @@ def test_cache_keys_sharing_prefix(tmp_path: Path) -> None:
     assert vectors.tolist() == [[1.0, 1.0], [0.0, 0.0]]
 
 
+def test_cache_small_appends_keep_index_sorted(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    keys = [text_sha1(f"text {i}") for i in range(160)]
+    vectors = np.arange(160 * 2, dtype=np.float32).reshape(160, 2)
+    cache.put_many("m", keys[:100], vectors[:100])
+    # Appends of 3 rows to 100 are merged into the sorted index instead of sorting it again.
+    for start in range(100, 160, 3):
+        cache.put_many("m", keys[start : start + 3], vectors[start : start + 3])
+        found_vectors, found = cache.lookup("m", keys[: start + 3])
+        assert found.all()
+        assert np.array_equal(found_vectors, vectors[: start + 3])
+    assert cache.count("m") == 160
+
+
+def test_cache_prefix_twin_never_returns_other_vector(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    others = [text_sha1(f"text {i}") for i in range(40)]
+    cache.put_many("m", [A, *others], np.zeros((41, 2), dtype=np.float32))
+    twin = A[:16] + ("0" if A[16] != "0" else "1") + A[17:]
+    cache.put_many("m", [twin], np.ones((1, 2), dtype=np.float32))
+    vectors, found = cache.lookup("m", [twin, A])
+    assert vectors[0].tolist() == [1.0, 1.0]
+    # The index keeps one row per 8-byte prefix, so A reads as missing, never as the twin.
+    assert found.tolist() == [True, False]
+    assert vectors[1].tolist() == [0.0, 0.0]
+
+
 def test_cache_reads_other_process_writes(tmp_path: Path) -> None:
     reader = EmbeddingCache(tmp_path)
     reader.put_many("m", [A], np.ones((1, 2), dtype=np.float32))
@@ -142,6 +170,20 @@ def test_cache_cuts_uncommitted_rows(tmp_path: Path) -> None:
     assert found.tolist() == [True, False, True]
     assert vectors.tolist() == [[1.0, 1.0], [0.0, 0.0], [3.0, 3.0]]
     assert [path.stat().st_size for path in tmp_path.glob("*.f32")] == [16]
+
+
+def test_cache_truncated_file_names_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    EmbeddingCache(tmp_path).put_many("m", [A, B], np.ones((2, 2), dtype=np.float32))
+    for path in tmp_path.glob("*.keys"):
+        path.write_bytes(path.read_bytes()[:30])
+    # A process that has not read the cache yet builds its index from the files.
+    monkeypatch.setattr(vector_cache, "_indexes", OrderedDict())
+    with pytest.raises(ValidationError, match=r"shorter than the 2 rows recorded; delete the"):
+        EmbeddingCache(tmp_path).lookup("m", [A])
+    with pytest.raises(ValidationError, match=r"shorter than the 2 rows recorded; delete the"):
+        EmbeddingCache(tmp_path).put_many("m", [C], np.ones((1, 2), dtype=np.float32))
 
 
 def test_cache_moves_sqlite_layout(

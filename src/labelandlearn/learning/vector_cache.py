@@ -1,11 +1,11 @@
 """The on-disk cache of embedding vectors: flat files of vectors, and SQLite for the counts.
 
-Each model's vectors lie in two append-only files in the cache folder: ``<slug>.keys`` contains
-the 20-byte SHA-1 of each text, ``<slug>.f32`` the float32 vector in the same row. SQLite
-(``embeddings.sqlite3``) records how many rows of each model are complete and serialises the
-writers of all processes: a writer appends under ``BEGIN IMMEDIATE`` and commits the new row
-count last, so readers never see a half-written row, and a writer that died mid-append leaves
-bytes past the count that the next writer cuts off.
+Each model's vectors lie in two append-only files in the cache folder: ``<slug>.keys``
+contains the 20-byte SHA-1 of each text, ``<slug>.f32`` the float32 vector in the same row.
+SQLite (``embeddings.sqlite3``) records how many rows of each model are complete and
+serialises the writers of all processes. A writer appends under ``BEGIN IMMEDIATE`` and
+commits the new row count last, so readers never see a half-written row. A writer that died
+mid-append leaves bytes past the count, and the next writer cuts them off.
 
 Readers keep an index of the keys in memory per process and gather vectors from a memory map
 of the vector file. 100,000 look-ups took 0.07 s this way against 0.37 to 0.48 s as SQLite
@@ -94,7 +94,10 @@ class _KeyIndex:
         self.generation = store.generation
         self.dim = store.dim
         self.rows = 0
-        self.keys = np.zeros((0, DIGEST_BYTES), dtype=np.uint8)
+        # Keys of rows 0 to rows - 1 at the start of a buffer that doubles when full, so an
+        # embed job that appends 8 rows at a time does not copy all keys each time.
+        self._key_buffer = np.zeros((0, DIGEST_BYTES), dtype=np.uint8)
+        self.keys = self._key_buffer
         self.sorted_prefixes = np.zeros(0, dtype=np.uint64)
         self.sorted_rows = np.zeros(0, dtype=np.int64)
         self.vectors = np.zeros((0, store.dim), dtype=np.float32)
@@ -102,7 +105,10 @@ class _KeyIndex:
         self.extend(store.rows)
 
     def extend(self, rows: int) -> None:
-        """Index the rows up to ``rows`` (the committed count); callers hold ``lock``."""
+        """Index the rows up to ``rows`` (the committed count); callers hold ``lock``.
+
+        Readers may still use the arrays of the previous state, so this builds new ones.
+        """
         if rows <= self.rows:
             return
         keys_path = self.folder / f"{self.slug}.keys"
@@ -111,30 +117,30 @@ class _KeyIndex:
             added = handle.read((rows - self.rows) * DIGEST_BYTES)
         if len(added) != (rows - self.rows) * DIGEST_BYTES:
             raise ValidationError(
-                f"the embedding cache file {keys_path} is shorter than its recorded "
-                f"{rows} rows; delete the folder {self.folder} to embed the texts again"
+                f"invalid embedding cache file {keys_path}: it is shorter than the {rows} rows "
+                f"recorded; delete the folder {self.folder} to embed the texts again"
             )
 
         new_keys = np.frombuffer(added, dtype=np.uint8).reshape(-1, DIGEST_BYTES)
-        prefixes = np.concatenate([self.sorted_prefixes, _prefixes(new_keys)])
-        row_numbers = np.concatenate(
-            [self.sorted_rows, np.arange(self.rows, rows, dtype=np.int64)]
+        sorted_prefixes, sorted_rows = _merged(
+            self.sorted_prefixes,
+            self.sorted_rows,
+            _prefixes(new_keys),
+            np.arange(self.rows, rows, dtype=np.int64),
         )
-        # Sorted by prefix, then row. Stored keys are distinct, but two may share a prefix.
-        # NOTE: the index then keeps the later row, and the earlier text reads as missing and
-        # is embedded again (for a million keys, a chance of about 3 in 10^8).
-        order = np.lexsort((row_numbers, prefixes))
-        prefixes, row_numbers = prefixes[order], row_numbers[order]
-        last = np.ones(len(prefixes), dtype=bool)
-        last[:-1] = prefixes[1:] != prefixes[:-1]
-
+        if len(self._key_buffer) < rows:
+            buffer = np.zeros((max(rows, 2 * len(self._key_buffer)), DIGEST_BYTES), np.uint8)
+            buffer[: self.rows] = self.keys
+            self._key_buffer = buffer
+        self._key_buffer[self.rows : rows] = new_keys
         vectors = np.memmap(
             self.folder / f"{self.slug}.f32", dtype=np.float32, mode="r", shape=(rows, self.dim)
         )
+
         # Readers copy these four references under the lock, so they always see one state.
-        self.keys = np.concatenate([self.keys, new_keys])
-        self.sorted_prefixes = prefixes[last]
-        self.sorted_rows = row_numbers[last]
+        self.keys = self._key_buffer[:rows]
+        self.sorted_prefixes = sorted_prefixes
+        self.sorted_rows = sorted_rows
         self.vectors = vectors
         self.rows = rows
 
@@ -154,6 +160,43 @@ class _KeyIndex:
         same = np.all(stored_keys[rows[hit]] == keys[hit], axis=1)
         rows[np.flatnonzero(hit)[~same]] = -1
         return rows, vectors
+
+
+def _last_of_each(prefixes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return the entries sorted by prefix, keeping the highest row of each prefix."""
+    order = np.lexsort((rows, prefixes))
+    prefixes, rows = prefixes[order], rows[order]
+    last = np.ones(len(prefixes), dtype=bool)
+    last[:-1] = prefixes[1:] != prefixes[:-1]
+    return prefixes[last], rows[last]
+
+
+def _merged(
+    prefixes: np.ndarray, rows: np.ndarray, new_prefixes: np.ndarray, new_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the sorted (prefix, row) index with the new entries added, as new arrays.
+
+    Stored keys are distinct, but two may share a prefix, and the later row then takes its
+    place. NOTE: the earlier text then reads as missing and is embedded again (for a million
+    keys, a chance of about 3 in 10^8).
+    """
+    if len(new_prefixes) > len(prefixes) // 8:
+        return _last_of_each(
+            np.concatenate([prefixes, new_prefixes]), np.concatenate([rows, new_rows])
+        )
+    # A few new entries go in by binary search, which copies the index once instead of
+    # sorting it again (appending 8 rows to a million took 7 ms, against 245 ms with a full sort).
+    new_prefixes, new_rows = _last_of_each(new_prefixes, new_rows)
+    at = np.searchsorted(prefixes, new_prefixes)
+    inside = np.minimum(at, len(prefixes) - 1)
+    taken = (at < len(prefixes)) & (prefixes[inside] == new_prefixes)
+    rows = rows.copy()
+    rows[inside[taken]] = new_rows[taken]
+    added = ~taken
+    return (
+        np.insert(prefixes, at[added], new_prefixes[added]),
+        np.insert(rows, at[added], new_rows[added]),
+    )
 
 
 _indexes: OrderedDict[tuple[str, str], _KeyIndex] = OrderedDict()
@@ -360,8 +403,9 @@ def _append(folder: Path, store: _Store, keys: bytes, vectors: bytes) -> None:
             if handle.tell() != committed:
                 if handle.tell() < committed:
                     raise ValidationError(
-                        f"the embedding cache file {path} is shorter than its recorded "
-                        f"{store.rows} rows; delete the folder {folder} to embed the texts again"
+                        f"invalid embedding cache file {path}: it is shorter than the "
+                        f"{store.rows} rows recorded; delete the folder {folder} to embed the "
+                        "texts again"
                     )
                 handle.truncate(committed)
                 handle.seek(committed)
