@@ -143,6 +143,24 @@ def test_model_detail_contents(db: Database) -> None:
     assert dashboard.model_detail(db, project_id, first)["model"]["is_current"] is False
 
 
+def test_majority_baseline_scores() -> None:
+    baseline = dashboard.majority_baseline({"useless": 80, "positive": 15, "negative": 5}, "upn")
+    assert baseline is not None
+    assert baseline["label"] == "useless"
+    assert baseline["accuracy"] == pytest.approx(0.8)
+    # F1 of "useless" is 2 * 0.8 / 1.8; the other two labels score 0.
+    assert baseline["macro_f1"] == pytest.approx(2 * 0.8 / 1.8 / 3)
+    assert dashboard.majority_baseline({}, ["a", "b"]) is None
+
+
+def test_model_detail_has_baseline(db: Database) -> None:
+    project_id = _project(db)
+    (model_id,) = _add_versions(db, project_id, [{"n_labels": 10, "folds": [0.5, 0.6]}])
+    baseline = dashboard.model_detail(db, project_id, model_id)["baseline"]
+    assert baseline["accuracy"] == pytest.approx(0.5)
+    assert baseline["macro_f1"] == pytest.approx(1 / 3)
+
+
 def test_model_detail_of_other_project(db: Database) -> None:
     project_id = _project(db)
     other_id = _project(db, "other")

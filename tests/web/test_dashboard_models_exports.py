@@ -407,6 +407,41 @@ def test_model_page_without_network(client: FlaskClient, database: Database) -> 
     assert "training-curve.svg" not in html
 
 
+def test_model_page_shows_majority_baseline(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    model_id = add_rich_version(database, project_id)
+
+    html = client.get(f"/projects/{project_id}/models/{model_id}").get_data(as_text=True)
+
+    # 40 of 80 labels are "useless": accuracy 0.5, macro-F1 (2 * 0.5 / 1.5) / 3.
+    assert "Always “useless”" in html
+    assert "accuracy 0.500, macro-F1 0.222" in html
+    assert 'id="below-baseline"' not in html
+
+
+def test_model_page_warns_below_baseline(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    with database.session() as session:
+        row = ModelVersion(
+            project_id=project_id,
+            version=1,
+            model_name="embedding-mlp",
+            n_labels=100,
+            class_counts={"<b>spam</b>": 90, "ham": 10},
+            metrics={**METRICS, "accuracy": 0.7, "macro_f1": 0.3},
+            weights=b"weights",
+        )
+        session.add(row)
+        session.flush()
+        model_id = row.id
+
+    html = client.get(f"/projects/{project_id}/models/{model_id}").get_data(as_text=True)
+
+    assert 'id="below-baseline"' in html
+    assert "(0.300) is no better than always answering “&lt;b&gt;spam&lt;/b&gt;”" in html
+    assert "<b>spam</b>" not in html
+
+
 def test_model_page_of_other_project_is_404(client: FlaskClient, database: Database) -> None:
     project_id = make_project(database)
     other_id = make_project(database, name="other")

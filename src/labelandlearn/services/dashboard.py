@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -290,6 +291,7 @@ def model_detail(db: Database, project_id: int, model_id: int) -> dict[str, Any]
         payload = version_payload(version, project.current_model_id)
         params = dict(version.params or {})
         project_name = project.name
+        class_counts = dict(version.class_counts or {})
     summary = ModelSummary(version=payload, metrics=metrics, labels=labels)
     scalar_names = ("accuracy", "macro_f1", "fold_macro_f1_mean", "fold_macro_f1_std", "ece")
     return {
@@ -307,4 +309,25 @@ def model_detail(db: Database, project_id: int, model_id: int) -> dict[str, Any]
         "prediction_change": metrics.get("prediction_change"),
         "embeddings": metrics.get("embeddings"),
         "auto": params.get("auto"),
+        "baseline": majority_baseline(class_counts, labels),
+    }
+
+
+def majority_baseline(
+    class_counts: Mapping[str, int], labels: Sequence[str]
+) -> dict[str, Any] | None:
+    """Return the scores of always predicting the most common label, or None without labels.
+
+    Its macro-F1 averages over all ``labels``, as the model's does: the common label scores
+    2p / (1 + p) for its share p, and every other label 0.
+    """
+    total = sum(class_counts.values())
+    if total == 0 or not labels:
+        return None
+    label, count = max(class_counts.items(), key=lambda item: item[1])
+    share = count / total
+    return {
+        "label": label,
+        "accuracy": share,
+        "macro_f1": 2 * share / (1 + share) / len(labels),
     }
