@@ -104,6 +104,19 @@ def test_plots_with_model_name_the_labels(client: FlaskClient, database: Databas
     assert b"neg &lt;img src=x onerror=alert(1)&gt;" in balance
 
 
+def test_learning_curve_one_line_per_model(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database)
+    add_model_version(database, project_id)
+    add_rich_version(database, project_id)
+
+    curve = client.get(f"/projects/{project_id}/plots/learning-curve.svg").get_data()
+
+    # Two recipes are two lines, so the change of recipe draws no jump between them.
+    assert b"macro-F1, tfidf-linear" in curve
+    assert b"macro-F1, tfidf-mlp" in curve
+    assert b"accuracy, tfidf-mlp" in curve
+
+
 def test_unknown_plot_is_404(client: FlaskClient, database: Database) -> None:
     project_id = make_project(database)
 

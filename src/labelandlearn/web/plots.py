@@ -22,6 +22,8 @@ WIDTH_INCHES = 6.4
 HEIGHT_INCHES = 3.6
 ACCURACY_COLOR = "#1f77b4"
 F1_COLOR = "#d62728"
+# Markers that tell the model setups of one plot apart.
+SERIES_MARKERS = ("o", "s", "^", "D", "v", "P")
 # Text stays text in the SVG (smaller files, selectable labels).
 _RC: dict[str, Any] = {"svg.fonttype": "none", "font.size": 10.0}
 # rc_context changes matplotlib's global rcParams, so one plot is drawn at a time.
@@ -71,29 +73,38 @@ def learning_curve_svg(versions: Sequence[Mapping[str, Any]]) -> bytes:
     points = [v for v in versions if v.get("macro_f1") is not None or v.get("accuracy")]
     if not points:
         return message_svg("No model with cross-validated metrics yet: label items and retrain.")
+    # One line per model setup: joining a TF-IDF model to one with embeddings, or two recipes
+    # at the same label count, would draw a jump that more labels did not cause.
+    series: dict[str, list[Mapping[str, Any]]] = {}
+    for version in points:
+        setup = str(version.get("model_name") or "model")
+        if version.get("embeddings_status") == "pending":
+            setup += " (TF-IDF only)"
+        series.setdefault(setup, []).append(version)
     figure = _new_figure()
     axes = figure.add_subplot()
-    x = [int(v["n_labels"]) for v in points]
-    for key, name, color in (
-        ("macro_f1", "macro-F1", F1_COLOR),
-        ("accuracy", "accuracy", ACCURACY_COLOR),
-    ):
-        rows = [
-            (n, v[key], v.get(f"{key}_std") or 0.0)
-            for n, v in zip(x, points, strict=True)
-            if v.get(key) is not None
-        ]
-        if not rows:
-            continue
-        axes.errorbar(
-            [row[0] for row in rows],
-            [row[1] for row in rows],
-            yerr=[row[2] for row in rows],
-            marker="o",
-            capsize=3,
-            color=color,
-            label=name,
-        )
+    for number, (setup, members) in enumerate(series.items()):
+        marker = SERIES_MARKERS[number % len(SERIES_MARKERS)]
+        for key, name, color in (
+            ("macro_f1", "macro-F1", F1_COLOR),
+            ("accuracy", "accuracy", ACCURACY_COLOR),
+        ):
+            rows = [
+                (int(v["n_labels"]), v[key], v.get(f"{key}_std") or 0.0)
+                for v in members
+                if v.get(key) is not None
+            ]
+            if not rows:
+                continue
+            axes.errorbar(
+                [row[0] for row in rows],
+                [row[1] for row in rows],
+                yerr=[row[2] for row in rows],
+                marker=marker,
+                capsize=3,
+                color=color,
+                label=name if len(series) == 1 else f"{name}, {setup}",
+            )
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("labelled items the model was trained on")
     axes.set_ylabel("cross-validated score")
