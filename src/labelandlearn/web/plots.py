@@ -22,7 +22,7 @@ WIDTH_INCHES = 6.4
 HEIGHT_INCHES = 3.6
 ACCURACY_COLOR = "#1f77b4"
 F1_COLOR = "#d62728"
-# Markers that tell the model setups of one plot apart.
+# Markers that distinguish the model setups of one plot.
 SERIES_MARKERS = ("o", "s", "^", "D", "v", "P")
 # Text stays text in the SVG (smaller files, selectable labels).
 _RC: dict[str, Any] = {"svg.fonttype": "none", "font.size": 10.0}
