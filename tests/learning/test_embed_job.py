@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import sqlalchemy as sa
 from learning_helpers import corpus, create_project
 
 from labelandlearn.jobs.base import create_job, run_job
-from labelandlearn.learning import project_embeddings
+from labelandlearn.learning import project_embeddings, vector_cache
 from labelandlearn.learning.base import MODEL_RECIPES, ModelRecipe, recipe_names
 from labelandlearn.learning.embeddings import EmbeddingCache, count_missing, text_sha1
 from labelandlearn.learning.online import ModelCache
@@ -396,3 +397,24 @@ def test_random_strategy_skips_vector_wait(
     # Random order reads no prediction, so it scores every item without waiting, even when
     # the caller passes a model that reads embeddings.
     assert score_project(db, project_id, model=loaded[0], wait_for_vectors=True) == 7
+
+
+def test_status_reports_damaged_cache(
+    db: Database, minilm_recipe: ModelRecipe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project_id = _project(db, RECIPE)
+    spec = recipe_embedding_spec(minilm_recipe)
+    assert spec is not None
+    monkeypatch.setattr(project_embeddings, "backend_available", lambda backend: True)
+    EmbeddingCache(spec.folder).put_many(
+        f"{spec.backend}:{spec.model}", [text_sha1("a")], np.zeros((1, 4))
+    )
+    for path in Path(spec.folder).glob("*.f32"):
+        path.unlink()
+    monkeypatch.setattr(vector_cache, "_indexes", OrderedDict())
+
+    status = embedding_status(db, project_id)
+
+    assert status is not None
+    assert status["ready"] is False
+    assert ".f32: it is missing; delete the folder" in status["error"]

@@ -172,6 +172,74 @@ def test_cache_cuts_uncommitted_rows(tmp_path: Path) -> None:
     assert [path.stat().st_size for path in tmp_path.glob("*.f32")] == [16]
 
 
+def test_cache_moves_legacy_rows_in_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = EmbeddingCache(tmp_path)
+    cache.put_many("m", [A], np.full((1, 2), 9, dtype=np.float32))
+    # A table of the earlier layout written later, as by an older version in the same folder.
+    with sqlite3.connect(tmp_path / CACHE_FILE) as connection:
+        connection.execute(
+            "CREATE TABLE embeddings (model TEXT NOT NULL, text_sha1 TEXT NOT NULL,"
+            " vector BLOB NOT NULL, PRIMARY KEY (model, text_sha1))"
+        )
+        rows = [
+            ("m", A, np.array([1, 1], dtype=np.float32).tobytes()),
+            ("m", "z" * 40, np.array([2, 2], dtype=np.float32).tobytes()),
+            ("m", B, np.array([3, 3], dtype=np.float32).tobytes()),
+            ("m", C, np.array([4, 4], dtype=np.float32).tobytes()),
+            ("m", C[:-1], np.array([5, 5], dtype=np.float32).tobytes()),
+        ]
+        connection.executemany("INSERT INTO embeddings VALUES (?, ?, ?)", rows)
+    connection.close()
+    monkeypatch.setattr(vector_cache, "_checked_folders", set())
+    monkeypatch.setattr(vector_cache, "_LEGACY_STEP", 2)
+
+    vectors, found = EmbeddingCache(tmp_path).lookup("m", [A, B, C])
+
+    assert found.all()
+    # A kept the vector it had; the invalid keys were dropped, not raised.
+    assert vectors.tolist() == [[9.0, 9.0], [3.0, 3.0], [4.0, 4.0]]
+    assert cache.count("m") == 3
+
+
+def test_cache_removes_files_of_no_store(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    cache.put_many("m", [A], np.ones((1, 2), dtype=np.float32))
+    (tmp_path / "0123456789abcdef0123.keys").write_bytes(b"x" * 20)
+    (tmp_path / "0123456789abcdef0123.f32").write_bytes(b"x" * 8)
+
+    cache.put_many("other", [A], np.ones((1, 3), dtype=np.float32))
+
+    assert not (tmp_path / "0123456789abcdef0123.keys").exists()
+    assert not (tmp_path / "0123456789abcdef0123.f32").exists()
+    assert len(list(tmp_path.glob("*.f32"))) == 2
+
+
+def test_cache_missing_vector_file_names_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    EmbeddingCache(tmp_path).put_many("m", [A, B], np.ones((2, 2), dtype=np.float32))
+    (vector_file,) = tmp_path.glob("*.f32")
+    vector_file.write_bytes(vector_file.read_bytes()[:12])
+    monkeypatch.setattr(vector_cache, "_indexes", OrderedDict())
+    with pytest.raises(ValidationError, match=r"\.f32: it is shorter than the 2 rows recorded"):
+        EmbeddingCache(tmp_path).lookup("m", [A])
+    vector_file.unlink()
+    monkeypatch.setattr(vector_cache, "_indexes", OrderedDict())
+    with pytest.raises(ValidationError, match=r"\.f32: it is missing; delete the folder"):
+        EmbeddingCache(tmp_path).lookup("m", [A])
+
+
+def test_cache_read_only_folder_names_fix(tmp_path: Path) -> None:
+    # Tests run as root, which writes anywhere, so the message is built from the error here.
+    error = sqlite3.OperationalError("attempt to write a readonly database")
+    message = str(EmbeddingCache(tmp_path)._unusable(error))
+    assert f"the folder {tmp_path} must be writable" in message
+    locked = str(EmbeddingCache(tmp_path)._unusable(sqlite3.OperationalError("database is locked")))
+    assert "locked by another process for 30 s" in locked
+
+
 def test_cache_truncated_file_names_fix(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -208,7 +276,7 @@ def test_cache_moves_sqlite_layout(
     assert found.tolist() == [True, True, False]
     assert vectors.tolist() == [[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]]
     assert cache.lookup("n", [A])[0].tolist() == [[8.0]]
-    assert "moved 3 vectors to the file layout, dropped 1 with another size or key" in caplog.text
+    assert "moved 3 vectors to the file layout, dropped 1 with another size" in caplog.text
     with sqlite3.connect(tmp_path / CACHE_FILE) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     connection.close()
@@ -379,3 +447,30 @@ def test_cached_vectors_of_two_sizes_are_rejected(tmp_path: Path) -> None:
     vectors = embed_texts(["a", "a"], backend, cache)
     assert vectors.shape == (2, 3)
     assert vectors.flags.writeable
+
+
+class RacingBackend(EmbeddingBackend):
+    """Embeds one text per call; its first call also caches "b", as another process would."""
+
+    name = "racing"
+
+    def __init__(self, model: str, cache: EmbeddingCache) -> None:
+        super().__init__(model)
+        self.cache = cache
+        self.embedded: list[str] = []
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        if not self.embedded:
+            self.cache.put_many(self.cache_key, [text_sha1("b")], np.full((1, 2), 7.0))
+        self.embedded.extend(texts)
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+
+def test_embed_skips_texts_another_process_cached(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    backend = RacingBackend("m", cache)
+
+    vectors = embed_texts(["a", "b", "c"], backend, cache, batch_size=1)
+
+    assert backend.embedded == ["a", "c"]
+    assert vectors.tolist() == [[1.0, 1.0], [7.0, 7.0], [1.0, 1.0]]

@@ -328,11 +328,25 @@ def embed_texts(
     new: dict[str, np.ndarray] = {}
     for start in range(0, len(pending), size):
         batch = pending[start : start + size]
-        batch_vectors = np.asarray(backend.embed([text for _, text in batch]), dtype=np.float32)
         batch_hashes = [digest for digest, _ in batch]
         if cache is not None:
-            cache.put_many(backend.cache_key, batch_hashes, batch_vectors)
-        new.update(zip(batch_hashes, batch_vectors, strict=True))
+            # Another process (the CLI's embed and the server's embed job, say) may have
+            # cached some of the batch since the look-up above.
+            cached, found_now = cache.lookup(backend.cache_key, batch_hashes)
+            new.update(
+                (digest, cached[position])
+                for position, digest in enumerate(batch_hashes)
+                if found_now[position]
+            )
+            batch = [entry for entry, hit in zip(batch, found_now.tolist(), strict=True) if not hit]
+            batch_hashes = [digest for digest, _ in batch]
+        if batch:
+            batch_vectors = np.asarray(
+                backend.embed([text for _, text in batch]), dtype=np.float32
+            )
+            if cache is not None:
+                cache.put_many(backend.cache_key, batch_hashes, batch_vectors)
+            new.update(zip(batch_hashes, batch_vectors, strict=True))
         if progress is not None:
             done = min(start + size, len(pending))
             progress(done / len(pending), f"embedded {done} of {len(pending)} texts")

@@ -19,7 +19,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from labelandlearn.errors import LabelAndLearnError, NotFoundError
+from labelandlearn.errors import LabelAndLearnError, NotFoundError, ValidationError
 from labelandlearn.jobs.base import JobRunner
 from labelandlearn.learning.base import ModelRecipe, TextModel, get_recipe
 from labelandlearn.learning.embeddings import (
@@ -170,15 +170,22 @@ def embedding_status(db: Database, project_id: int) -> dict[str, Any] | None:
     """Return the project's embedding progress for the dashboard, or None without embeddings.
 
     Keys: backend, model, installed, install (the pip command), total (distinct texts),
-    missing (texts without a cached vector, None without the backend), ready, and job (the
-    latest embed job's id, status, progress and message, or None).
+    missing (texts without a cached vector, None without the backend), ready, job (the
+    latest embed job's id, status, progress and message, or None), and error (why the vector
+    cache cannot be read, or None).
     """
     spec = project_embedding_spec(db, project_id)
     if spec is None:
         return None
     installed = backend_available(spec.backend)
     job = _latest_embed_job(db, project_id)
-    total, missing = _text_counts(db, project_id, spec, job, installed)
+    error = None
+    try:
+        total, missing = _text_counts(db, project_id, spec, job, installed)
+    except ValidationError as exc:
+        # A damaged cache must not take the rest of the dashboard down with it.
+        logger.warning("project %s: embedding cache unreadable: %s", project_id, exc)
+        total, missing, error = 0, None, str(exc)
     return {
         **spec.to_dict(),
         "installed": installed,
@@ -187,6 +194,7 @@ def embedding_status(db: Database, project_id: int) -> dict[str, Any] | None:
         "missing": missing,
         "ready": installed and missing == 0,
         "job": job,
+        "error": error,
     }
 
 

@@ -15,13 +15,12 @@ cache in that layout is first opened.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
 import sqlite3
 import threading
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,14 +111,20 @@ class _KeyIndex:
         if rows <= self.rows:
             return
         keys_path = self.folder / f"{self.slug}.keys"
+        vectors_path = self.folder / f"{self.slug}.f32"
+        for path, width in ((keys_path, DIGEST_BYTES), (vectors_path, 4 * self.dim)):
+            size = path.stat().st_size if path.is_file() else None
+            if size is None or size < rows * width:
+                problem = "is missing" if size is None else "is shorter than the"
+                raise ValidationError(
+                    f"invalid embedding cache file {path}: it {problem}"
+                    f"{'' if size is None else f' {rows} rows recorded'}; delete the folder "
+                    f"{self.folder} while no job uses it, and the embed job computes the "
+                    "vectors again"
+                )
         with keys_path.open("rb") as handle:
             handle.seek(self.rows * DIGEST_BYTES)
             added = handle.read((rows - self.rows) * DIGEST_BYTES)
-        if len(added) != (rows - self.rows) * DIGEST_BYTES:
-            raise ValidationError(
-                f"invalid embedding cache file {keys_path}: it is shorter than the {rows} rows "
-                f"recorded; delete the folder {self.folder} to embed the texts again"
-            )
 
         new_keys = np.frombuffer(added, dtype=np.uint8).reshape(-1, DIGEST_BYTES)
         sorted_prefixes, sorted_rows = _merged(
@@ -201,6 +206,8 @@ def _merged(
 
 _indexes: OrderedDict[tuple[str, str], _KeyIndex] = OrderedDict()
 _indexes_lock = threading.Lock()
+# Cache folders this process has checked for a table of the earlier layout, or converted.
+_checked_folders: set[str] = set()
 
 
 class EmbeddingCache:
@@ -218,12 +225,14 @@ class EmbeddingCache:
         self.folder.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
         try:
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                connection.execute("PRAGMA journal_mode=WAL")
+                connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            except sqlite3.OperationalError as exc:
+                raise self._unusable(exc) from exc
             try:
                 if write:
                     _create_tables(connection)
-                    _move_legacy_rows(connection, self.folder)
                 yield connection
             except BaseException:
                 connection.execute("ROLLBACK")
@@ -232,9 +241,21 @@ class EmbeddingCache:
         finally:
             connection.close()
 
+    def _unusable(self, error: sqlite3.OperationalError) -> ValidationError:
+        if "locked" in str(error):
+            return ValidationError(
+                f"the embedding cache {self.path} stayed locked by another process for 30 s "
+                f"({error}); try again when that process's job has finished"
+            )
+        return ValidationError(
+            f"cannot open the embedding cache {self.path} ({error}); the folder {self.folder} "
+            "must be writable by this user"
+        )
+
     def _read_store(self, model: str) -> _Store | None:
         if not self.path.is_file():
             return None
+        self._move_legacy_rows()
         with self._connect() as connection:
             tables = {
                 name
@@ -242,13 +263,86 @@ class EmbeddingCache:
                     "SELECT name FROM sqlite_master WHERE type = 'table'"
                 )
             }
-            legacy = "embeddings" in tables
-            store = _select_store(connection, model) if "stores" in tables else None
-        if legacy:
-            # Convert the earlier layout once, under the writers' lock.
+            return _select_store(connection, model) if "stores" in tables else None
+
+    def _move_legacy_rows(self) -> None:
+        """Move vectors of the earlier ``embeddings`` table into the files, then drop it.
+
+        Each step of ``_LEGACY_STEP`` rows is one transaction, so other processes wait for a
+        step at most, not for the whole move. Processes that open the cache meanwhile share
+        the steps.
+        """
+        name = str(self.folder.resolve())
+        if name in _checked_folders:
+            return
+        moved = dropped = 0
+        while True:
             with self._connect(write=True) as connection:
-                store = _select_store(connection, model)
-        return store
+                exists = connection.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embeddings'"
+                ).fetchone()
+                if exists is None:
+                    break
+                step_moved, step_dropped, done = self._move_legacy_step(connection)
+                moved += step_moved
+                dropped += step_dropped
+                if done:
+                    connection.execute("DROP TABLE embeddings")
+        _checked_folders.add(name)
+        if moved or dropped:
+            logger.info(
+                "embedding cache %s: moved %d vectors to the file layout, dropped %d with "
+                "another size or an invalid key",
+                self.folder,
+                moved,
+                dropped,
+            )
+            self._vacuum()
+
+    def _move_legacy_step(self, connection: sqlite3.Connection) -> tuple[int, int, bool]:
+        """Move the first ``_LEGACY_STEP`` rows; return (moved, dropped, whether all are)."""
+        batch = connection.execute(
+            "SELECT rowid, model, text_sha1, vector FROM embeddings ORDER BY rowid LIMIT ?",
+            (_LEGACY_STEP,),
+        ).fetchall()
+        if not batch:
+            return 0, 0, True
+        by_model: dict[str, list[tuple[str, bytes]]] = {}
+        for _, model, digest, blob in batch:
+            by_model.setdefault(model, []).append((digest, blob))
+        moved = 0
+        for model, entries in by_model.items():
+            store = _select_store(connection, model)
+            if store is None:
+                # Vectors of another size than most in the step are from an invalid cache.
+                sizes = Counter(len(blob) for _, blob in entries)
+                store = self._new_store(connection, model, sizes.most_common(1)[0][0] // 4)
+            valid = [
+                (digest, blob)
+                for digest, blob in entries
+                if len(blob) == 4 * store.dim
+                and len(digest) == 2 * DIGEST_BYTES
+                and _is_hex(digest)
+            ]
+            vectors = np.frombuffer(b"".join(blob for _, blob in valid), dtype=np.float32)
+            moved += self._append_new(
+                connection,
+                store,
+                [digest for digest, _ in valid],
+                vectors.reshape(len(valid), store.dim),
+            )
+        connection.execute("DELETE FROM embeddings WHERE rowid <= ?", (batch[-1][0],))
+        return moved, len(batch) - moved, len(batch) < _LEGACY_STEP
+
+    def _vacuum(self) -> None:
+        """Give back the disk space of the dropped table; skipped while others hold the file."""
+        connection = sqlite3.connect(self.path, timeout=1.0, isolation_level=None)
+        try:
+            connection.execute("VACUUM")
+        except sqlite3.OperationalError as exc:
+            logger.warning("embedding cache %s not compacted (%s)", self.path, exc)
+        finally:
+            connection.close()
 
     def _index(self, model: str, refresh: bool) -> _KeyIndex | None:
         """Return the process's index of ``model``, re-read from SQLite when ``refresh``."""
@@ -268,7 +362,8 @@ class EmbeddingCache:
         name = self._name(model)
         with _indexes_lock:
             index = _indexes.get(name)
-            if index is None or index.generation != store.generation or index.rows > store.rows:
+            # An index ahead of ``store`` was extended by another thread from a newer count.
+            if index is None or index.generation != store.generation:
                 index = _KeyIndex(self.folder, store)
                 _indexes[name] = index
                 while len(_indexes) > _MAX_OPEN_STORES:
@@ -335,28 +430,66 @@ class EmbeddingCache:
             )
         if not hashes:
             return
-        keys = digests(hashes)
+        self._move_legacy_rows()
         with self._connect(write=True) as connection:
             store = _select_store(connection, model)
             if store is None:
-                store = _new_store(connection, model, matrix.shape[1])
+                store = self._new_store(connection, model, matrix.shape[1])
             if store.dim != matrix.shape[1]:
                 raise ValidationError(
                     f"invalid vector size for {model}: got {matrix.shape[1]} floats, the "
                     f"embedding cache contains vectors of {store.dim}; give a model with "
                     "another vector size its own name"
                 )
-            new = _first_of_each(keys)
-            if store.rows:
-                index = self._index_of(model, store)
-                new = new[index.find(keys[new])[0] < 0]
-            if len(new) == 0:
-                return
-            _append(self.folder, store, keys[new].tobytes(), matrix[new].tobytes())
-            connection.execute(
-                "UPDATE stores SET rows = ? WHERE model = ?", (store.rows + len(new), model)
+            added = self._append_new(connection, store, hashes, matrix)
+        if added:
+            self._index_of(model, store)
+
+    def _append_new(
+        self,
+        connection: sqlite3.Connection,
+        store: _Store,
+        hashes: Sequence[str],
+        vectors: np.ndarray,
+    ) -> int:
+        """Append the rows of the hashes that have no vector yet (the first of repeats),
+        count them in ``store`` and its row; return how many. Callers hold the write lock."""
+        if not hashes:
+            return 0
+        keys = digests(hashes)
+        new = _first_of_each(keys)
+        if store.rows:
+            index = self._index_of(store.model, store)
+            new = new[index.find(keys[new])[0] < 0]
+        if len(new) == 0:
+            return 0
+        _append(self.folder, store, keys[new].tobytes(), vectors[new].tobytes())
+        store.rows += len(new)
+        connection.execute(
+            "UPDATE stores SET rows = ? WHERE model = ?", (store.rows, store.model)
+        )
+        return len(new)
+
+    def _new_store(self, connection: sqlite3.Connection, model: str, dim: int) -> _Store:
+        """Add a store for ``model``, first removing files that belong to no store.
+
+        Such files come from a store whose creation was rolled back, or from a deleted
+        ``embeddings.sqlite3``; without their row count they cannot be read.
+        """
+        known = {slug for (slug,) in connection.execute("SELECT slug FROM stores")}
+        removed = 0
+        for path in self.folder.iterdir():
+            if path.suffix in (".keys", ".f32") and path.stem not in known:
+                try:
+                    path.unlink()
+                    removed += 1
+                except OSError as exc:
+                    logger.warning("embedding cache: cannot remove %s (%s)", path, exc)
+        if removed:
+            logger.info(
+                "embedding cache %s: removed %d files that belong to no model", self.folder, removed
             )
-        self._index_of(model, dataclasses.replace(store, rows=store.rows + len(new)))
+        return _new_store(connection, model, dim)
 
 
 def _first_of_each(keys: np.ndarray) -> np.ndarray:
@@ -414,45 +547,3 @@ def _append(folder: Path, store: _Store, keys: bytes, vectors: bytes) -> None:
             # The row count commits after the data is on disk, so a crash cannot leave a
             # count that covers unwritten rows.
             os.fsync(handle.fileno())
-
-
-def _move_legacy_rows(connection: sqlite3.Connection, folder: Path) -> None:
-    """Move vectors from the earlier ``embeddings`` table into the files, then drop it."""
-    exists = connection.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'embeddings'"
-    ).fetchone()
-    if exists is None:
-        return
-    moved = 0
-    total = connection.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0]
-    models = [row[0] for row in connection.execute("SELECT DISTINCT model FROM embeddings")]
-    for model in models:
-        # Vectors of another size than most of the model's are from an invalid cache.
-        size = connection.execute(
-            "SELECT length(vector) FROM embeddings WHERE model = ? GROUP BY length(vector)"
-            " ORDER BY COUNT(*) DESC LIMIT 1",
-            (model,),
-        ).fetchone()[0]
-        store = _select_store(connection, model) or _new_store(connection, model, size // 4)
-        if store.dim * 4 != size:
-            continue
-        cursor = connection.execute(
-            "SELECT text_sha1, vector FROM embeddings WHERE model = ? AND length(vector) = ?",
-            (model, size),
-        )
-        while batch := cursor.fetchmany(_LEGACY_STEP):
-            hashes = [digest for digest, _ in batch if len(digest) == 2 * DIGEST_BYTES]
-            blobs = [blob for digest, blob in batch if len(digest) == 2 * DIGEST_BYTES]
-            if hashes:
-                _append(folder, store, digests(hashes).tobytes(), b"".join(blobs))
-                store.rows += len(hashes)
-                moved += len(hashes)
-        connection.execute("UPDATE stores SET rows = ? WHERE model = ?", (store.rows, model))
-    connection.execute("DROP TABLE embeddings")
-    logger.info(
-        "embedding cache %s: moved %d vectors to the file layout, dropped %d with another "
-        "size or key",
-        folder,
-        moved,
-        total - moved,
-    )
