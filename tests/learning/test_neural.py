@@ -117,6 +117,25 @@ def test_partial_fit_cold_start_and_update() -> None:
     assert accuracy(classifier, X, y) > 0.8
 
 
+def test_answers_nudge_trained_network_gently() -> None:
+    import torch
+
+    # Overlapping classes, so the trained network is unsure of many rows, as on real texts.
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 20)).astype(np.float32)
+    y = (X[:, :3] + rng.normal(scale=1.5, size=(400, 3))).argmax(axis=1)
+    trained = NeuralClassifier(hidden_sizes=(64,), max_epochs=5).fit(X[:300], y[:300])
+    classifier = NeuralClassifier.from_state(*trained.get_state())
+    before = classifier.predict_proba(X[300:])
+    torch.manual_seed(0)
+    for row in range(300, 310):
+        classifier.partial_fit(X[row : row + 1], y[row : row + 1])
+    after = classifier.predict_proba(X[300:])
+    assert not np.allclose(before, after)
+    assert (after.argmax(axis=1) == before.argmax(axis=1)).mean() >= 0.95
+    assert abs(after.max(axis=1).mean() - before.max(axis=1).mean()) < 0.03
+
+
 def test_partial_fit_unknown_class() -> None:
     X, y = blobs(100)
     classifier = NeuralClassifier(hidden_sizes=(8,), max_epochs=2).fit(X, np.minimum(y, 1))

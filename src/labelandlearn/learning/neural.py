@@ -35,6 +35,11 @@ logger = logging.getLogger(__name__)
 NN_EXTRA = "pip install 'labelandlearn[nn]'"
 # Below this many training rows no validation split is taken and all epochs run.
 MIN_ROWS_FOR_VALIDATION = 60
+# Learning rate of the SGD step that each answer makes (see NeuralClassifier). A network
+# trained on 600 tweets, then updated with 10 answers one by one: at 3e-4 the answered texts'
+# own label gained 0.011 in probability and 98% of 300 other tweets kept their predicted label;
+# at 1e-3, 0.033 and 93%; at 1e-2, 0.335 and 80%. The linear model's update gained 0.005, 100%.
+ONLINE_LEARNING_RATE = 3e-4
 
 
 def _torch() -> Any:
@@ -86,7 +91,11 @@ class NeuralClassifier(Classifier):
 
     ``max_input_features`` caps the sparse input columns: the columns present in most
     training rows are kept, because the first layer has ``columns × hidden_sizes[0]`` weights.
-    ``partial_fit`` runs ``partial_fit_steps`` optimiser steps on the new examples.
+    ``partial_fit`` runs ``partial_fit_steps`` plain SGD steps at ``online_learning_rate``
+    on the new examples when ``fit`` trained the network. Adam would move every weight with
+    a gradient by about its learning rate on each step, whatever the gradient's size: on one
+    answer at a time that pushed a trained network's predictions to 0.9 and above for most
+    items within 5 answers. A network that partial_fit started keeps AdamW.
     """
 
     def __init__(
@@ -101,7 +110,8 @@ class NeuralClassifier(Classifier):
         validation_fraction: float = 0.1,
         class_weight: str | None = "balanced",
         max_input_features: int = 30_000,
-        partial_fit_steps: int = 3,
+        partial_fit_steps: int = 1,
+        online_learning_rate: float = ONLINE_LEARNING_RATE,
         device: str = "cpu",
         n_threads: int | None = 1,
         random_state: int = 0,
@@ -117,6 +127,7 @@ class NeuralClassifier(Classifier):
         self.class_weight = class_weight
         self.max_input_features = max_input_features
         self.partial_fit_steps = partial_fit_steps
+        self.online_learning_rate = online_learning_rate
         self.device = device
         self.n_threads = n_threads
         self.random_state = random_state
@@ -346,12 +357,19 @@ class NeuralClassifier(Classifier):
         loss_function = torch.nn.CrossEntropyLoss()
         labels = torch.from_numpy(targets).to(self._device())
         self.network_.train()
+        if self.training_curve_:
+            # A network that ``fit`` trained gets small plain SGD steps. SGD keeps no state
+            # between answers, so a model read back from its file takes the same steps.
+            optimizer = torch.optim.SGD(self.network_.parameters(), lr=self.online_learning_rate)
+        else:
+            # A network that only ever learned from partial_fit needs Adam's larger steps.
+            optimizer = self.optimizer_
         with self._cpu_threads():
             for _ in range(self.partial_fit_steps):
-                self.optimizer_.zero_grad()
+                optimizer.zero_grad()
                 loss = loss_function(self.network_(self._tensors(X_checked, rows)), labels)
                 loss.backward()
-                self.optimizer_.step()
+                optimizer.step()
         self.network_.eval()
         return self
 
