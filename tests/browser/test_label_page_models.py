@@ -24,7 +24,7 @@ from labelandlearn.ingest.importer import import_file
 from labelandlearn.ingest.mapping import ColumnMapping
 from labelandlearn.services import labelling
 from labelandlearn.services.projects import LabelSpec, ProjectSpec, create_project
-from labelandlearn.storage.models import Label, User
+from labelandlearn.storage.models import Answer, Label, User
 
 pytestmark = pytest.mark.browser
 
@@ -212,4 +212,42 @@ def test_quick_undo_presses_each_undo_one_answer(
 
     progress = api_get(live_server, f"/api/v1/projects/{project_id}/progress")["progress"]
     assert progress["labelled"] == 0
+    assert events.errors == []
+
+
+def test_double_click_answers_one_item(
+    live_server: LiveServer, browser: Any, tmp_path: Path
+) -> None:
+    project_id = seed_project(live_server, tmp_path, labelled=0, unlabelled=10)
+    page = browser.new_page()
+    events = watch(page)
+    page.goto(f"{live_server.url}/projects/{project_id}/label")
+    page.wait_for_selector("#item-text[data-item-id]", timeout=TIMEOUT_MS)
+    first = page.get_attribute("#item-text", "data-item-id")
+    page.wait_for_timeout(500)
+
+    # The second click lands on the next item, which appears within milliseconds.
+    page.dblclick(".label-button >> nth=1")
+    page.wait_for_function(
+        "id => document.getElementById('item-text').dataset.itemId !== id",
+        arg=first,
+        timeout=TIMEOUT_MS,
+    )
+    second = page.get_attribute("#item-text", "data-item-id")
+    page.wait_for_timeout(500)
+    page.click(".label-button >> nth=2")
+    page.wait_for_function(
+        "id => document.getElementById('item-text').dataset.itemId !== id",
+        arg=second,
+        timeout=TIMEOUT_MS,
+    )
+    page.wait_for_function(
+        "() => document.getElementById('save-status').textContent === 'all answers saved'",
+        timeout=TIMEOUT_MS,
+    )
+
+    with live_server.db.session() as session:
+        answered = list(session.scalars(select(Answer.item_id).order_by(Answer.id)))
+    assert sorted(answered) == sorted([int(first), int(second)])
+    assert events.dialogs == []
     assert events.errors == []

@@ -462,16 +462,30 @@ async function retrain() {
 
 // ------------------------------------------------------------------ wiring
 
+// A pointer click this soon after an item appears was aimed at the previous item: the next
+// item comes from the prefetched queue within milliseconds, so a double-click would
+// otherwise answer a text that nobody read. Keys are not held back, for fast typists.
+const CLICK_GUARD_MS = 300;
+
+function clickTooSoon(event) {
+  // event.detail counts the clicks of a multi-click; 0 means a key press activated the button.
+  return event.detail > 1 || (event.detail === 1 && performance.now() - state.shownAt < CLICK_GUARD_MS);
+}
+
 for (const button of labelButtons) {
   button.addEventListener("click", (event) => {
     // Blur so that a later Space press skips instead of clicking this button again.
     event.currentTarget.blur();
-    answer(Number(button.dataset.labelId));
+    if (!clickTooSoon(event)) {
+      answer(Number(button.dataset.labelId));
+    }
   });
 }
 document.getElementById("skip-button").addEventListener("click", (event) => {
   event.currentTarget.blur();
-  answer(null);
+  if (!clickTooSoon(event)) {
+    answer(null);
+  }
 });
 undoButton.addEventListener("click", (event) => {
   event.currentTarget.blur();
