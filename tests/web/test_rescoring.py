@@ -7,8 +7,9 @@ from flask.testing import FlaskClient
 from web_fixtures import app, client, database, settings  # noqa: F401
 from web_helpers import api_headers, import_rows, make_project, tweet_rows
 
+from labelandlearn.jobs.base import create_job
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Item
+from labelandlearn.storage.models import Item, Job
 
 
 def unlabelled_scores(db: Database, project_id: int) -> dict[str, float]:
@@ -77,3 +78,16 @@ def test_strategy_change_rescores_the_queue(client: FlaskClient, database: Datab
             .order_by(Item.score.desc())
         ).all()
     assert ranked == sorted(ranked)
+
+
+def test_train_request_joins_queued_training(client: FlaskClient, database: Database) -> None:
+    project_id = make_project(database, model_name="tfidf-linear")
+    queued = create_job(database, "train", project_id, {"reason": "auto"})
+
+    response = client.post(f"/api/v1/projects/{project_id}/train", headers=api_headers(client))
+
+    assert response.status_code == 202
+    assert response.get_json() == {"job_id": queued}
+    with database.session() as session:
+        kinds = list(session.scalars(sa.select(Job.kind).where(Job.project_id == project_id)))
+    assert kinds == ["train"]

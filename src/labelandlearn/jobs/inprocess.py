@@ -24,6 +24,11 @@ from labelandlearn.storage.db import Database
 logger = logging.getLogger(__name__)
 
 Isolation = Literal["process", "thread"]
+# Job kinds that run for minutes to hours (embedding a large project). They take turns on a
+# thread of their own, so they never hold every thread while training, scoring and imports
+# wait: two embed jobs on the 2 shared threads kept a requested retrain queued for over 10
+# minutes in a helper's test.
+BACKGROUND_KINDS = frozenset({"embed"})
 
 
 def _run_in_child(database_url: str, job_id: str) -> None:
@@ -56,11 +61,13 @@ class InProcessRunner:
     ) -> None:
         self.db = db
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lnl-job")
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lnl-background")
         self._processes: ProcessPoolExecutor | None = None
         in_memory = make_url(db.url).database in (None, "", ":memory:")
         if isolation == "process" and not in_memory:
             self._processes = ProcessPoolExecutor(
-                max_workers=threads,
+                # One child for each thread, and one for the background thread's job.
+                max_workers=threads + 1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_child_setup,
                 initargs=(environment or {}, logging.getLogger().getEffectiveLevel()),
@@ -72,7 +79,8 @@ class InProcessRunner:
         self, kind: str, project_id: int | None, params: dict[str, Any] | None = None
     ) -> str:
         job_id = create_job(self.db, kind, project_id, params)
-        self.futures[job_id] = self._executor.submit(self._run, job_id)
+        executor = self._background if kind in BACKGROUND_KINDS else self._executor
+        self.futures[job_id] = executor.submit(self._run, job_id)
         return job_id
 
     def _run(self, job_id: str) -> None:
@@ -107,6 +115,7 @@ class InProcessRunner:
         """
         self._stopping = True
         self._executor.shutdown(wait=wait, cancel_futures=not wait)
+        self._background.shutdown(wait=wait, cancel_futures=not wait)
         if self._processes is None:
             return
         if not wait:

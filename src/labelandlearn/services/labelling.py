@@ -637,7 +637,7 @@ def _schedule_retrain_if_due(
             return None, missing
     job_id = runner.submit("train", project_id, {"reason": "auto"})
     logger.info(
-        "project %s: retrain %s started after %d new labels", project_id, job_id, labelled - seen
+        "project %s: retrain %s queued after %d new labels", project_id, job_id, labelled - seen
     )
     return job_id, 0
 

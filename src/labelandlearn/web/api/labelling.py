@@ -11,7 +11,7 @@ from sqlalchemy import select
 from labelandlearn.errors import ValidationError
 from labelandlearn.services import labelling as service
 from labelandlearn.services.projects import get_project
-from labelandlearn.storage.models import Item
+from labelandlearn.storage.models import Item, Job
 from labelandlearn.web.access import (
     checked_project,
     request_session,
@@ -166,5 +166,14 @@ def progress(project_id: int) -> dict[str, Any]:
 def train(project_id: int) -> dict[str, Any]:
     with state().db.session() as session:
         get_project(session, project_id)
+        # A training job that has not started yet will see every label there is, so another
+        # request joins it instead of queuing a second one.
+        queued = session.scalar(
+            select(Job.id)
+            .where(Job.project_id == project_id, Job.kind == "train", Job.status == "queued")
+            .limit(1)
+        )
+    if queued is not None:
+        return {"job_id": queued}
     job_id = state().runner.submit("train", project_id, {"reason": "manual"})
     return {"job_id": job_id}
