@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
@@ -13,6 +15,7 @@ from labelandlearn.services.projects import (
     update_project,
 )
 from labelandlearn.storage.db import Database
+from labelandlearn.web.pages.projects import model_choices
 
 
 def spec(
@@ -54,6 +57,23 @@ def test_create_rejects_unknown_model_and_strategy(db: Database) -> None:
         create_project(db, spec(model_name="nope"))
     with pytest.raises(ValidationError, match="unknown query strategy 'nope'"):
         create_project(db, spec(strategy_name="nope"))
+
+
+def test_neural_model_without_torch_names_extra(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "torch" else real_find_spec(name, *args),
+    )
+    with pytest.raises(ValidationError, match=r"needs PyTorch; run pip install 'labelandlearn\[nn"):
+        create_project(db, spec(model_name="embedding-mlp"))
+    choices = dict(model_choices())
+    assert "Not available here" in choices["tfidf-embedding-mlp"]
+    assert "Not available here" not in choices["tfidf-linear"]
+    assert create_project(db, spec(model_name="tfidf-linear"))
 
 
 @pytest.mark.parametrize(

@@ -75,6 +75,23 @@ def _model_names() -> list[str]:
     return recipe_names()
 
 
+def missing_extra(model_name: str) -> str | None:
+    """Return why ``model_name`` cannot train here (a neural network without PyTorch), or None."""
+    import importlib.util
+
+    from labelandlearn.learning.base import MODEL_RECIPES, recipe_names
+
+    recipe_names()
+    recipe = MODEL_RECIPES.get(model_name)
+    if recipe is None or recipe.classifier != "mlp" or importlib.util.find_spec("torch"):
+        return None
+    from labelandlearn.learning.neural import NN_EXTRA
+
+    return (
+        f"is a neural network, which needs PyTorch; run {NN_EXTRA} or choose a linear model"
+    )
+
+
 def _strategy_names() -> list[str]:
     from labelandlearn.learning.strategies import strategy_names
 
@@ -161,6 +178,9 @@ def _check_settings(spec: ProjectSpec) -> None:
         raise ValidationError(
             f"unknown model {spec.model_name!r}; choose one of: {', '.join(_model_names())}"
         )
+    missing = missing_extra(spec.model_name)
+    if missing:
+        raise ValidationError(f"model {spec.model_name!r} {missing}")
     if spec.strategy_name not in _strategy_names():
         raise ValidationError(
             f"unknown query strategy {spec.strategy_name!r}; "

@@ -26,10 +26,14 @@ bp = Blueprint("projects", __name__)
 def model_choices() -> list[tuple[str, str]]:
     """Return (recipe name, description) pairs of the models a project can use."""
     from labelandlearn.learning.base import MODEL_RECIPES, recipe_names
+    from labelandlearn.services.projects import missing_extra
 
     choices = []
     for name in recipe_names():
         description = MODEL_RECIPES[name].description
+        missing = missing_extra(name)
+        if missing:
+            description = f"{description} Not available here: it {missing}."
         choices.append((name, f"{name}: {description}" if description else name))
     return choices
 
