@@ -6,12 +6,15 @@ import csv
 import io
 import json
 import uuid
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from flask.testing import FlaskClient
 from web_fixtures import app, client, database, settings  # noqa: F401
 from web_helpers import XSS, api_headers, import_rows, make_project, tweet_rows
 
+from labelandlearn.services import dashboard as models_service
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import ModelVersion, Project
 
@@ -337,6 +340,22 @@ def add_rich_version(database: Database, project_id: int, version: int = 2) -> i
         session.add(row)
         session.flush()
         return row.id
+
+
+def test_dashboard_gain_rounding_to_zero_has_no_minus(
+    client: FlaskClient, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project_id = make_project(database, model_name="tfidf-linear")
+    real_report = models_service.stopping_report
+
+    def report(db: Database, project: int) -> dict[str, Any]:
+        return {**real_report(db, project), "estimated_gain_next_100": -0.0002}
+
+    monkeypatch.setattr(models_service, "stopping_report", report)
+
+    html = client.get(f"/projects/{project_id}").get_data(as_text=True)
+
+    assert 'id="stopping-gain">+0.000 macro-F1' in html
 
 
 def test_dashboard_stopping_panel(client: FlaskClient, database: Database) -> None:

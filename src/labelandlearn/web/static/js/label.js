@@ -365,7 +365,8 @@ async function refreshModels() {
     const previousModelId = state.currentModelId;
     state.currentModelId = current ? current.id : null;
     if (!current) {
-      status.textContent = "No model yet. Retrain once every label has a few examples.";
+      status.textContent =
+        "No model yet. Press Retrain to train the first one; every label needs 2 labelled examples.";
     } else {
       const f1 = current.macro_f1 === null ? "–" : current.macro_f1.toFixed(3);
       status.textContent = `Version ${current.version}, trained on ${current.n_labels} labels: ` +
