@@ -371,6 +371,15 @@ def test_predict_with_project_keeps_label(run, trained, tmp_path: Path) -> None:
     assert sorted(int(row["id"]) for row in kept_rows) == list(range(0, 40, 2))
 
 
+def test_predict_warns_of_empty_texts(run, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    source = tmp_path / "incoming.csv"
+    source.write_text("id,body\n1,cheap pills now\n2,\n3,  \n", encoding="utf-8")
+    result = run("predict", "mail", str(source), "--output", str(tmp_path / "out.csv"),
+                 "--text-column", "body")
+    assert result.exit_code == 0, result.output
+    assert "warning: 2 rows have an empty text in column 'body'" in result.stderr
+
+
 def test_export_model_then_predict(run, trained, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     model_file = tmp_path / "mail.model"
     result = run("export-model", "mail", "--output", str(model_file))

@@ -132,8 +132,15 @@ def test_predict_reads_cp1252(model: TextModel, tmp_path: Path) -> None:
 def test_predict_rejects_binary_file(model: TextModel, tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_bytes(b"id,text\n1,\x00\x01\x02binary\n")
-    with pytest.raises(ImportFormatError, match="binary"):
+    with pytest.raises(ImportFormatError, match="not a text file; predict reads CSV and JSON"):
         predict_file(model, source, tmp_path / "out.csv")
+
+
+def test_predict_output_folder_missing(model: TextModel, tmp_path: Path) -> None:
+    source = _write_csv(tmp_path / "in.csv", [{"text": "eth price"}])
+    target = tmp_path / "missing" / "out.csv"
+    with pytest.raises(ValidationError, match=f"the folder {tmp_path / 'missing'} does not"):
+        predict_file(model, source, target)
 
 
 def test_resolve_model_from_file(model: TextModel, tmp_path: Path) -> None:
@@ -153,3 +160,11 @@ def test_resolve_model_from_project(sqlite_db: Database) -> None:
     assert resolve_model(sqlite_db, str(project_id)).labels == LABELS
     with pytest.raises(NotFoundError, match="neither a model file nor a project"):
         resolve_model(sqlite_db, "other")
+
+
+def test_predict_counts_empty_texts(model: TextModel, tmp_path: Path) -> None:
+    rows = [{"text": "eth price"}, {"text": "   "}, {"text": ""}]
+    source = _write_csv(tmp_path / "in.csv", rows)
+    stats = predict_file(model, source, tmp_path / "out.csv")
+    assert stats.rows_written == 3
+    assert stats.empty_texts == 2

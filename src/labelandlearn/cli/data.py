@@ -8,7 +8,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from labelandlearn.cli.common import cli_state, count, fail, print_json, progress_bar, stdout
+from labelandlearn.cli.common import (
+    cli_state,
+    count,
+    fail,
+    print_json,
+    progress_bar,
+    stderr,
+    stdout,
+)
 from labelandlearn.errors import NotFoundError, ValidationError
 from labelandlearn.services.projects import find_project
 from labelandlearn.storage.db import Database
@@ -389,3 +397,9 @@ def predict(
         f"to {output}",
         markup=False,
     )
+    if stats.empty_texts:
+        stderr.print(
+            f"warning: {stats.empty_texts} rows have an empty text in column {text_column!r}; "
+            "their predictions come from no words at all",
+            markup=False,
+        )

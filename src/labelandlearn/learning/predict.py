@@ -45,6 +45,8 @@ class PredictStats:
 
     rows_read: int = 0
     rows_written: int = 0
+    # Rows whose text is empty or blank: the model predicts them from nothing.
+    empty_texts: int = 0
     seconds: float = 0.0
     label_counts: dict[str, int] = field(default_factory=dict)
 
@@ -135,6 +137,11 @@ def _texts(batch: list[dict[str, Any]], text_column: str, columns: list[str] | N
     return ["" if row.get(text_column) is None else str(row.get(text_column)) for row in batch]
 
 
+def _counted_texts(texts: list[str], stats: PredictStats) -> list[str]:
+    stats.empty_texts += sum(1 for text in texts if not text.strip())
+    return texts
+
+
 class _Writer:
     """Writes rows with their predictions as CSV or JSON Lines, one batch per call."""
 
@@ -215,10 +222,21 @@ def predict_file(
             f"--keep names unknown labels {sorted(unknown)}; the model's labels are: "
             f"{', '.join(model.labels)}"
         )
+    if not target.parent.is_dir():
+        raise ValidationError(
+            f"--output {target}: the folder {target.parent} does not exist; create it or "
+            "write to another folder"
+        )
     if source.stat().st_size == 0:
         raise ImportFormatError(f"{source} is empty; give a CSV or JSON Lines file with rows")
     # A UTF-8 byte order mark comes back as "utf-8-sig", which skips it.
-    encoding = detect_encoding(source, source.name)
+    try:
+        encoding = detect_encoding(source, source.name)
+    except ImportFormatError as exc:
+        # The import's message lists formats that predict does not read.
+        raise ImportFormatError(
+            f"{source} is not a text file; predict reads CSV and JSON Lines files"
+        ) from exc
     input_format = detect_format(source)
     output_format = "jsonl" if target.suffix.lower() in JSONL_SUFFIXES else "csv"
     stats = PredictStats(label_counts={label: 0 for label in model.labels})
@@ -238,7 +256,7 @@ def predict_file(
             columns, rows = _read_rows(source, input_format, reading, encoding)
             writer = _Writer(writing, output_format, columns, model.labels)
             batches = (
-                (batch, _texts(batch, text_column, columns))
+                (batch, _counted_texts(_texts(batch, text_column, columns), stats))
                 for batch in _batches(rows, batch_size)
             )
             for batch, proba in predictor.map(batches):
