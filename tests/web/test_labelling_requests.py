@@ -153,6 +153,9 @@ def test_retried_answer_returns_stored_one(world: dict[str, Any]) -> None:
     assert again.status_code == 201
     assert again.get_json()["created"] is False
     assert again.get_json()["label"] == "useless"
+    # The stored answer read back from the database keeps its UTC offset.
+    assert again.get_json()["created_at"].endswith("+00:00")
+    assert again.get_json()["created_at"] == first.get_json()["created_at"]
 
 
 def test_reused_answer_id_conflicts(world: dict[str, Any]) -> None:

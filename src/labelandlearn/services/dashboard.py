@@ -22,7 +22,7 @@ from labelandlearn.learning.stopping import (
 )
 from labelandlearn.services.projects import get_project
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import ModelVersion, Project
+from labelandlearn.storage.models import ModelVersion, Project, iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def version_payload(version: ModelVersion, current_id: int | None) -> dict[str, 
         "macro_f1": metric_value(metrics, "macro_f1"),
         "macro_f1_std": metric_std(metrics, "macro_f1"),
         "training_seconds": version.training_seconds,
-        "created_at": version.created_at.isoformat() if version.created_at else None,
+        "created_at": iso_utc(version.created_at) if version.created_at else None,
         "is_current": version.id == current_id,
         # "pending" marks a version trained on TF-IDF alone while embeddings were computed.
         "embeddings_status": (metrics.get("embeddings") or {}).get("status"),

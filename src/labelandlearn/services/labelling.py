@@ -21,7 +21,15 @@ from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
 from labelandlearn.jobs.base import JobRunner
 from labelandlearn.services import queue
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Answer, Item, Job, Label, ModelVersion, Project
+from labelandlearn.storage.models import (
+    Answer,
+    Item,
+    Job,
+    Label,
+    ModelVersion,
+    Project,
+    iso_utc,
+)
 from labelandlearn.team.review import refresh_training_labels
 
 logger = logging.getLogger(__name__)
@@ -289,7 +297,7 @@ def _answer_payload(answer: Any, labels: dict[int, str]) -> dict[str, Any]:
         "label_id": label_id,
         "label": labels.get(label_id) if label_id is not None else None,
         "skipped": label_id is None,
-        "created_at": answer.created_at.isoformat(),
+        "created_at": iso_utc(answer.created_at),
     }
 
 

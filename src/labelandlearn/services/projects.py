@@ -24,6 +24,7 @@ from labelandlearn.storage.models import (
     Job,
     Label,
     Project,
+    iso_utc,
 )
 
 logger = logging.getLogger(__name__)
@@ -399,5 +400,5 @@ def project_summary(session: Session, project: Project) -> dict[str, Any]:
         ],
         "items_total": total or 0,
         "items_labelled": labelled or 0,
-        "created_at": project.created_at.isoformat() if project.created_at else None,
+        "created_at": iso_utc(project.created_at) if project.created_at else None,
     }

@@ -34,6 +34,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def iso_utc(moment: datetime) -> str:
+    """Return ``moment`` in ISO 8601 with its UTC offset.
+
+    SQLite gives back the stored UTC times without a zone, so they get UTC here, and an API
+    reports the same time the same way on both databases.
+    """
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
 def new_uuid() -> str:
     return str(uuid.uuid4())
 

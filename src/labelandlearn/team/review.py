@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from labelandlearn.errors import ConflictError, NotFoundError, ValidationError
 from labelandlearn.storage.db import Database
-from labelandlearn.storage.models import Answer, Item, Label, Project, User
+from labelandlearn.storage.models import Answer, Item, Label, Project, User, iso_utc
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +352,7 @@ def _answer_entry(
         "label": label_names.get(answer.label_id) if answer.label_id is not None else None,
         "predicted_label": label_names.get(predicted) if predicted is not None else None,
         "predicted_confidence": answer.predicted_confidence,
-        "created_at": answer.created_at.isoformat(),
+        "created_at": iso_utc(answer.created_at),
     }
 
 

@@ -7,7 +7,7 @@ from typing import Any
 from flask_smorest import Blueprint
 
 from labelandlearn.errors import NotFoundError
-from labelandlearn.storage.models import Job
+from labelandlearn.storage.models import Job, iso_utc
 from labelandlearn.web.state import state
 
 blp = Blueprint("api_jobs", __name__, description="Background jobs")
@@ -28,8 +28,8 @@ def job_payload(job: Job) -> dict[str, Any]:
         "message": job.message,
         "result": result,
         "error": job.error,
-        "created_at": job.created_at.isoformat() if job.created_at else None,
-        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "created_at": iso_utc(job.created_at) if job.created_at else None,
+        "finished_at": iso_utc(job.finished_at) if job.finished_at else None,
     }
 
 
