@@ -269,3 +269,16 @@ def test_undo_takes_the_named_answer(world: dict[str, Any]) -> None:
     assert "undone already or never stored" in again.get_json()["error"]["message"]
     assert newest.status_code == 200
     assert newest.get_json()["item"]["id"] == second["id"]
+
+
+def test_answer_body_not_an_object(world: dict[str, Any]) -> None:
+    project_id = world["project_id"]
+    client, headers = _login(world, "annotator")
+    response = client.post(
+        f"/api/v1/projects/{project_id}/answers", json=[{"item_id": 1}], headers=headers
+    )
+    assert response.status_code == 422
+    message = response.get_json()["error"]["message"]
+    assert message == (
+        "invalid request: the body must be a JSON object with the fields of this endpoint"
+    )

@@ -339,6 +339,9 @@ def _field_messages(messages: Any, path: str = "") -> list[str]:
             lines.extend(_field_messages(value, f"{path}.{inner}".strip(".") if inner else path))
         return lines
     if isinstance(messages, list) and all(isinstance(item, str) for item in messages):
+        if path == "_schema" and "Invalid input type." in messages:
+            # marshmallow's words for a body that is not an object (a list, a string).
+            return ["the body must be a JSON object with the fields of this endpoint"]
         return [f"{path}: {' '.join(messages)}" if path else " ".join(messages)]
     if isinstance(messages, list):
         return [line for item in messages for line in _field_messages(item, path)]
