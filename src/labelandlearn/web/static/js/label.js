@@ -465,7 +465,7 @@ async function retrain() {
 
 // A pointer click this soon after an item appears was aimed at the previous item: the next
 // item comes from the prefetched queue within milliseconds, so a double-click would
-// otherwise answer a text that nobody read. Keys are not held back, for fast typists.
+// otherwise answer a text the labeller never saw. Keys are not held back, for fast typists.
 const CLICK_GUARD_MS = 300;
 
 function clickTooSoon(event) {
