@@ -251,3 +251,39 @@ def test_double_click_answers_one_item(
     assert sorted(answered) == sorted([int(first), int(second)])
     assert events.dialogs == []
     assert events.errors == []
+
+
+def test_undo_ignores_second_click_of_double_click(
+    live_server: LiveServer, browser: Any, tmp_path: Path
+) -> None:
+    project_id = seed_project(live_server, tmp_path, labelled=0, unlabelled=10)
+    page = browser.new_page()
+    events = watch(page)
+    page.goto(f"{live_server.url}/projects/{project_id}/label")
+    page.wait_for_selector("#item-text[data-item-id]", timeout=TIMEOUT_MS)
+    first = page.get_attribute("#item-text", "data-item-id")
+    page.keyboard.press("1")
+    page.wait_for_function(
+        "id => document.getElementById('item-text').dataset.itemId !== id",
+        arg=first,
+        timeout=TIMEOUT_MS,
+    )
+    second = page.get_attribute("#item-text", "data-item-id")
+    page.wait_for_timeout(500)
+
+    # The second click of a double-click on a label that moved Undo under the pointer.
+    page.evaluate(
+        "document.getElementById('undo-button')"
+        ".dispatchEvent(new MouseEvent('click', {detail: 2, bubbles: true}))"
+    )
+    page.wait_for_timeout(300)
+    assert page.get_attribute("#item-text", "data-item-id") == second
+
+    page.click("#undo-button")
+    page.wait_for_function(
+        "id => document.getElementById('item-text').dataset.itemId === id",
+        arg=first,
+        timeout=TIMEOUT_MS,
+    )
+    assert events.dialogs == []
+    assert events.errors == []

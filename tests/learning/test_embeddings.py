@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -189,6 +190,7 @@ def test_cache_moves_legacy_rows_in_steps(
             ("m", B, np.array([3, 3], dtype=np.float32).tobytes()),
             ("m", C, np.array([4, 4], dtype=np.float32).tobytes()),
             ("m", C[:-1], np.array([5, 5], dtype=np.float32).tobytes()),
+            ("m", "ab" * 18 + "  ab", np.array([6, 6], dtype=np.float32).tobytes()),
         ]
         connection.executemany("INSERT INTO embeddings VALUES (?, ?, ?)", rows)
     connection.close()
@@ -229,6 +231,34 @@ def test_cache_missing_vector_file_names_fix(
     monkeypatch.setattr(vector_cache, "_indexes", OrderedDict())
     with pytest.raises(ValidationError, match=r"\.f32: it is missing; delete the folder"):
         EmbeddingCache(tmp_path).lookup("m", [A])
+
+
+def test_cache_truncated_while_mapped_raises(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    cache.put_many("m", [A, B], np.ones((2, 384), dtype=np.float32))
+    assert cache.lookup("m", [A, B])[1].all()
+    (vector_file,) = tmp_path.glob("*.f32")
+    # Reading mapped pages past the end of the cut file would kill the process (SIGBUS).
+    os.truncate(vector_file, 1000)
+    with pytest.raises(ValidationError, match=r"\.f32: it is shorter than the 2 rows recorded"):
+        cache.lookup("m", [A, B])
+
+
+def test_cache_rebuilt_by_another_process_is_read(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path)
+    cache.put_many("m", [A], np.ones((1, 2), dtype=np.float32))
+    assert cache.lookup("m", [A])[1].all()
+    for path in tmp_path.iterdir():
+        path.unlink()
+    script = (
+        "import sys, numpy as np\n"
+        "from labelandlearn.learning.vector_cache import EmbeddingCache\n"
+        f"EmbeddingCache(sys.argv[1]).put_many('m', ['{A}'], np.full((1, 2), 5, 'float32'))\n"
+    )
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    vectors, found = cache.lookup("m", [A])
+    assert found.all()
+    assert vectors.tolist() == [[5.0, 5.0]]
 
 
 def test_cache_read_only_folder_names_fix(tmp_path: Path) -> None:

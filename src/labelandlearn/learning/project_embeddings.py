@@ -289,7 +289,7 @@ def start_embedding(
         return None
     params = {"after_job": after_job} if after_job else {}
     job_id = runner.submit(EMBED_JOB, project_id, params)
-    logger.info("project %s: embed job %s started (%s)", project_id, job_id, spec.model)
+    logger.info("project %s: embed job %s queued (%s)", project_id, job_id, spec.model)
     return job_id
 
 

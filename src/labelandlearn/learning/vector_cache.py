@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import sqlite3
 import threading
 from collections import Counter, OrderedDict
@@ -53,17 +54,19 @@ def digests(hashes: Sequence[str]) -> np.ndarray:
     try:
         raw = bytes.fromhex(joined)
     except ValueError:
+        raw = b""
+    # bytes.fromhex skips spaces, so a key with spaces in it gives fewer bytes.
+    if len(raw) != DIGEST_BYTES * len(hashes):
         bad = next(value for value in hashes if not _is_hex(value))
-        raise ValueError(f"cache keys are hex SHA-1 digests, got {bad!r}") from None
+        raise ValueError(f"cache keys are hex SHA-1 digests, got {bad!r}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(len(hashes), DIGEST_BYTES)
 
 
+_HEX_KEY = re.compile(f"[0-9a-fA-F]{{{2 * DIGEST_BYTES}}}")
+
+
 def _is_hex(value: str) -> bool:
-    try:
-        bytes.fromhex(value)
-    except ValueError:
-        return False
-    return True
+    return _HEX_KEY.fullmatch(value) is not None
 
 
 def _prefixes(keys: np.ndarray) -> np.ndarray:
@@ -148,6 +151,33 @@ class _KeyIndex:
         self.sorted_rows = sorted_rows
         self.vectors = vectors
         self.rows = rows
+
+    def vector_file_intact(self, rows: int) -> bool:
+        """Return whether the vector file still holds the ``rows`` rows mapped."""
+        path = self.folder / f"{self.slug}.f32"
+        try:
+            return path.stat().st_size >= rows * 4 * self.dim
+        except FileNotFoundError:
+            return False
+
+    def check_vector_file(self, rows: int) -> None:
+        """Raise ValidationError if the vector file lost rows that the memory map covers.
+
+        Reading a mapped page past the end of a truncated file kills the process (SIGBUS).
+        Writers never cut committed rows, so only damage from outside gets here.
+        """
+        path = self.folder / f"{self.slug}.f32"
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = -1
+        if size < rows * 4 * self.dim:
+            problem = "is missing" if size < 0 else f"is shorter than the {rows} rows recorded"
+            raise ValidationError(
+                f"invalid embedding cache file {path}: it {problem}; delete the folder "
+                f"{self.folder} while no job uses it, and the embed job computes the vectors "
+                "again"
+            )
 
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (the row of each key or -1 where there is none, the vectors' memory map)."""
@@ -384,12 +414,14 @@ class EmbeddingCache:
         index = self._index(model, refresh=False)
         if index is not None:
             rows, vectors = index.find(keys)
-        if index is None or (rows < 0).any():
-            # Another process may have added vectors since the index was read.
+        if index is None or (rows < 0).any() or not index.vector_file_intact(len(vectors)):
+            # Another process may have added vectors, or made the cache anew, since the index
+            # was read.
             index = self._index(model, refresh=True)
             if index is None:
                 return np.zeros((len(keys), 0), dtype=np.float32), np.zeros(len(keys), bool)
             rows, vectors = index.find(keys)
+            index.check_vector_file(len(vectors))
         found = rows >= 0
         if found.all():
             return np.asarray(vectors[rows], dtype=np.float32), found

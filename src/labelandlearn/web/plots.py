@@ -81,6 +81,11 @@ def learning_curve_svg(versions: Sequence[Mapping[str, Any]]) -> bytes:
         if version.get("embeddings_status") == "pending":
             setup += " (TF-IDF only)"
         series.setdefault(setup, []).append(version)
+    for setup, members in series.items():
+        # Of versions trained on the same labels, the latest stands for them (a retrain
+        # without new labels would draw a vertical line).
+        latest = {int(version["n_labels"]): version for version in members}
+        series[setup] = [latest[n] for n in sorted(latest)]
     figure = _new_figure()
     axes = figure.add_subplot()
     for number, (setup, members) in enumerate(series.items()):

@@ -490,7 +490,11 @@ document.getElementById("skip-button").addEventListener("click", (event) => {
 });
 undoButton.addEventListener("click", (event) => {
   event.currentTarget.blur();
-  undo();
+  // When the next text is shorter, the buttons move up and Undo can land under a pointer
+  // that is still double-clicking a label, which would undo the answer just given.
+  if (!clickTooSoon(event)) {
+    undo();
+  }
 });
 document.getElementById("help-button").addEventListener("click", () => {
   document.getElementById("key-help").classList.toggle("d-none");
