@@ -153,7 +153,7 @@ class _KeyIndex:
         self.rows = rows
 
     def vector_file_intact(self, rows: int) -> bool:
-        """Return whether the vector file still holds the ``rows`` rows mapped."""
+        """Return whether the vector file still contains the ``rows`` rows mapped."""
         path = self.folder / f"{self.slug}.f32"
         try:
             return path.stat().st_size >= rows * 4 * self.dim
