@@ -215,32 +215,38 @@ def test_quick_undo_presses_each_undo_one_answer(
     assert events.errors == []
 
 
+def open_label_page(server: LiveServer, browser: Any, tmp_path: Path) -> tuple[Any, Any, str]:
+    """Open the labelling page of a 10-item project; return (page, its events, item shown)."""
+    project_id = seed_project(server, tmp_path, labelled=0, unlabelled=10)
+    page = browser.new_page()
+    events = watch(page)
+    page.goto(f"{server.url}/projects/{project_id}/label")
+    page.wait_for_selector("#item-text[data-item-id]", timeout=TIMEOUT_MS)
+    return page, events, page.get_attribute("#item-text", "data-item-id")
+
+
+def wait_for_item(page: Any, item_id: str, shown: bool = True) -> str:
+    """Wait until the page shows ``item_id`` (or, with ``shown=False``, another item)."""
+    page.wait_for_function(
+        "([id, shown]) => (document.getElementById('item-text').dataset.itemId === id) === shown",
+        arg=[item_id, shown],
+        timeout=TIMEOUT_MS,
+    )
+    return page.get_attribute("#item-text", "data-item-id")
+
+
 def test_double_click_answers_one_item(
     live_server: LiveServer, browser: Any, tmp_path: Path
 ) -> None:
-    project_id = seed_project(live_server, tmp_path, labelled=0, unlabelled=10)
-    page = browser.new_page()
-    events = watch(page)
-    page.goto(f"{live_server.url}/projects/{project_id}/label")
-    page.wait_for_selector("#item-text[data-item-id]", timeout=TIMEOUT_MS)
-    first = page.get_attribute("#item-text", "data-item-id")
+    page, events, first = open_label_page(live_server, browser, tmp_path)
     page.wait_for_timeout(500)
 
     # The second click lands on the next item, which appears within milliseconds.
     page.dblclick(".label-button >> nth=1")
-    page.wait_for_function(
-        "id => document.getElementById('item-text').dataset.itemId !== id",
-        arg=first,
-        timeout=TIMEOUT_MS,
-    )
-    second = page.get_attribute("#item-text", "data-item-id")
+    second = wait_for_item(page, first, shown=False)
     page.wait_for_timeout(500)
     page.click(".label-button >> nth=2")
-    page.wait_for_function(
-        "id => document.getElementById('item-text').dataset.itemId !== id",
-        arg=second,
-        timeout=TIMEOUT_MS,
-    )
+    wait_for_item(page, second, shown=False)
     page.wait_for_function(
         "() => document.getElementById('save-status').textContent === 'all answers saved'",
         timeout=TIMEOUT_MS,
@@ -256,19 +262,9 @@ def test_double_click_answers_one_item(
 def test_undo_ignores_second_click_of_double_click(
     live_server: LiveServer, browser: Any, tmp_path: Path
 ) -> None:
-    project_id = seed_project(live_server, tmp_path, labelled=0, unlabelled=10)
-    page = browser.new_page()
-    events = watch(page)
-    page.goto(f"{live_server.url}/projects/{project_id}/label")
-    page.wait_for_selector("#item-text[data-item-id]", timeout=TIMEOUT_MS)
-    first = page.get_attribute("#item-text", "data-item-id")
+    page, events, first = open_label_page(live_server, browser, tmp_path)
     page.keyboard.press("1")
-    page.wait_for_function(
-        "id => document.getElementById('item-text').dataset.itemId !== id",
-        arg=first,
-        timeout=TIMEOUT_MS,
-    )
-    second = page.get_attribute("#item-text", "data-item-id")
+    second = wait_for_item(page, first, shown=False)
     page.wait_for_timeout(500)
 
     # The second click of a double-click on a label that moved Undo under the pointer.
@@ -280,10 +276,6 @@ def test_undo_ignores_second_click_of_double_click(
     assert page.get_attribute("#item-text", "data-item-id") == second
 
     page.click("#undo-button")
-    page.wait_for_function(
-        "id => document.getElementById('item-text').dataset.itemId === id",
-        arg=first,
-        timeout=TIMEOUT_MS,
-    )
+    wait_for_item(page, first)
     assert events.dialogs == []
     assert events.errors == []

@@ -173,27 +173,35 @@ def test_cache_cuts_uncommitted_rows(tmp_path: Path) -> None:
     assert [path.stat().st_size for path in tmp_path.glob("*.f32")] == [16]
 
 
+def write_legacy_table(folder: Path, rows: list[tuple[str, str, list[float]]]) -> None:
+    """Write (model, key, vector) rows into a cache table of the earlier SQLite layout."""
+    with sqlite3.connect(folder / CACHE_FILE) as connection:
+        connection.execute(
+            "CREATE TABLE embeddings (model TEXT NOT NULL, text_sha1 TEXT NOT NULL,"
+            " vector BLOB NOT NULL, PRIMARY KEY (model, text_sha1))"
+        )
+        blobs = [(model, key, np.array(vec, np.float32).tobytes()) for model, key, vec in rows]
+        connection.executemany("INSERT INTO embeddings VALUES (?, ?, ?)", blobs)
+    connection.close()
+
+
 def test_cache_moves_legacy_rows_in_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = EmbeddingCache(tmp_path)
     cache.put_many("m", [A], np.full((1, 2), 9, dtype=np.float32))
     # A table of the earlier layout written later, as by an older version in the same folder.
-    with sqlite3.connect(tmp_path / CACHE_FILE) as connection:
-        connection.execute(
-            "CREATE TABLE embeddings (model TEXT NOT NULL, text_sha1 TEXT NOT NULL,"
-            " vector BLOB NOT NULL, PRIMARY KEY (model, text_sha1))"
-        )
-        rows = [
-            ("m", A, np.array([1, 1], dtype=np.float32).tobytes()),
-            ("m", "z" * 40, np.array([2, 2], dtype=np.float32).tobytes()),
-            ("m", B, np.array([3, 3], dtype=np.float32).tobytes()),
-            ("m", C, np.array([4, 4], dtype=np.float32).tobytes()),
-            ("m", C[:-1], np.array([5, 5], dtype=np.float32).tobytes()),
-            ("m", "ab" * 18 + "  ab", np.array([6, 6], dtype=np.float32).tobytes()),
-        ]
-        connection.executemany("INSERT INTO embeddings VALUES (?, ?, ?)", rows)
-    connection.close()
+    write_legacy_table(
+        tmp_path,
+        [
+            ("m", A, [1, 1]),
+            ("m", "z" * 40, [2, 2]),
+            ("m", B, [3, 3]),
+            ("m", C, [4, 4]),
+            ("m", C[:-1], [5, 5]),
+            ("m", "ab" * 18 + "  ab", [6, 6]),
+        ],
+    )
     monkeypatch.setattr(vector_cache, "_checked_folders", set())
     monkeypatch.setattr(vector_cache, "_LEGACY_STEP", 2)
 
@@ -287,19 +295,15 @@ def test_cache_truncated_file_names_fix(
 def test_cache_moves_sqlite_layout(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with sqlite3.connect(tmp_path / CACHE_FILE) as connection:
-        connection.execute(
-            "CREATE TABLE embeddings (model TEXT NOT NULL, text_sha1 TEXT NOT NULL,"
-            " vector BLOB NOT NULL, PRIMARY KEY (model, text_sha1))"
-        )
-        rows = [
-            ("m", A, np.array([1, 2], dtype=np.float32).tobytes()),
-            ("m", B, np.array([3, 4], dtype=np.float32).tobytes()),
-            ("m", C, np.array([5, 6, 7], dtype=np.float32).tobytes()),
-            ("n", A, np.array([8], dtype=np.float32).tobytes()),
-        ]
-        connection.executemany("INSERT INTO embeddings VALUES (?, ?, ?)", rows)
-    connection.close()
+    write_legacy_table(
+        tmp_path,
+        [
+            ("m", A, [1, 2]),
+            ("m", B, [3, 4]),
+            ("m", C, [5, 6, 7]),
+            ("n", A, [8]),
+        ],
+    )
     caplog.set_level(logging.INFO)
     cache = EmbeddingCache(tmp_path)
     vectors, found = cache.lookup("m", [A, B, C])

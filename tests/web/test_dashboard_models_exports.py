@@ -17,6 +17,7 @@ from web_helpers import XSS, api_headers, import_rows, make_project, tweet_rows
 from labelandlearn.services import dashboard as models_service
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import ModelVersion, Project
+from labelandlearn.web import plots
 
 PLOTS = ("learning-curve", "live-accuracy", "class-balance", "confusion-matrix")
 METRICS = {
@@ -559,3 +560,19 @@ def test_auto_choice_shown_with_the_version(client: FlaskClient, database: Datab
     assert models[0]["auto_choice"] == "tfidf-embedding-knn"
     assert "(chose tfidf-embedding-knn)" in dashboard
     assert "auto (chose tfidf-embedding-knn)" in page
+
+
+def test_setup_series_keeps_latest_per_label_count() -> None:
+    versions = [
+        {"model_name": "tfidf-linear", "n_labels": 50, "macro_f1": 0.5},
+        {"model_name": "tfidf-linear", "n_labels": 100, "macro_f1": 0.6},
+        {"model_name": "tfidf-linear", "n_labels": 50, "macro_f1": 0.55},
+        {"model_name": "tfidf-mlp", "n_labels": 100, "macro_f1": 0.4, "embeddings_status": None},
+        {"model_name": "tfidf-mlp", "n_labels": 100, "embeddings_status": "pending"},
+    ]
+
+    series = plots.setup_series(versions)
+
+    assert list(series) == ["tfidf-linear", "tfidf-mlp", "tfidf-mlp (TF-IDF only)"]
+    assert [v["macro_f1"] for v in series["tfidf-linear"]] == [0.55, 0.6]
+    assert [v["macro_f1"] for v in series["tfidf-mlp"]] == [0.4]

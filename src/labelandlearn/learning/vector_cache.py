@@ -116,15 +116,9 @@ class _KeyIndex:
         keys_path = self.folder / f"{self.slug}.keys"
         vectors_path = self.folder / f"{self.slug}.f32"
         for path, width in ((keys_path, DIGEST_BYTES), (vectors_path, 4 * self.dim)):
-            size = path.stat().st_size if path.is_file() else None
-            if size is None or size < rows * width:
-                problem = "is missing" if size is None else "is shorter than the"
-                raise ValidationError(
-                    f"invalid embedding cache file {path}: it {problem}"
-                    f"{'' if size is None else f' {rows} rows recorded'}; delete the folder "
-                    f"{self.folder} while no job uses it, and the embed job computes the "
-                    "vectors again"
-                )
+            error = _file_problem(path, rows, width, self.folder)
+            if error is not None:
+                raise error
         with keys_path.open("rb") as handle:
             handle.seek(self.rows * DIGEST_BYTES)
             added = handle.read((rows - self.rows) * DIGEST_BYTES)
@@ -152,32 +146,13 @@ class _KeyIndex:
         self.vectors = vectors
         self.rows = rows
 
-    def vector_file_intact(self, rows: int) -> bool:
-        """Return whether the vector file still contains the ``rows`` rows mapped."""
-        path = self.folder / f"{self.slug}.f32"
-        try:
-            return path.stat().st_size >= rows * 4 * self.dim
-        except FileNotFoundError:
-            return False
-
-    def check_vector_file(self, rows: int) -> None:
-        """Raise ValidationError if the vector file lost rows that the memory map covers.
+    def vector_file_problem(self, rows: int) -> ValidationError | None:
+        """Return the error for a vector file that lost rows the memory map covers, or None.
 
         Reading a mapped page past the end of a truncated file kills the process (SIGBUS).
         Writers never cut committed rows, so only damage from outside gets here.
         """
-        path = self.folder / f"{self.slug}.f32"
-        try:
-            size = path.stat().st_size
-        except FileNotFoundError:
-            size = -1
-        if size < rows * 4 * self.dim:
-            problem = "is missing" if size < 0 else f"is shorter than the {rows} rows recorded"
-            raise ValidationError(
-                f"invalid embedding cache file {path}: it {problem}; delete the folder "
-                f"{self.folder} while no job uses it, and the embed job computes the vectors "
-                "again"
-            )
+        return _file_problem(self.folder / f"{self.slug}.f32", rows, 4 * self.dim, self.folder)
 
     def find(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (the row of each key or -1 where there is none, the vectors' memory map)."""
@@ -195,6 +170,25 @@ class _KeyIndex:
         same = np.all(stored_keys[rows[hit]] == keys[hit], axis=1)
         rows[np.flatnonzero(hit)[~same]] = -1
         return rows, vectors
+
+
+def _invalid_file(path: Path, problem: str, folder: Path) -> ValidationError:
+    return ValidationError(
+        f"invalid embedding cache file {path}: it {problem}; delete the folder {folder} while "
+        "no job uses it, and the embed job computes the vectors again"
+    )
+
+
+def _file_problem(path: Path, rows: int, width: int, folder: Path) -> ValidationError | None:
+    """Return the error for a cache file shorter than ``rows`` rows of ``width`` bytes, or
+    None when it is long enough."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return _invalid_file(path, "is missing", folder)
+    if size < rows * width:
+        return _invalid_file(path, f"is shorter than the {rows} rows recorded", folder)
+    return None
 
 
 def _last_of_each(prefixes: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -224,10 +218,10 @@ def _merged(
     new_prefixes, new_rows = _last_of_each(new_prefixes, new_rows)
     at = np.searchsorted(prefixes, new_prefixes)
     inside = np.minimum(at, len(prefixes) - 1)
-    taken = (at < len(prefixes)) & (prefixes[inside] == new_prefixes)
+    replaced = (at < len(prefixes)) & (prefixes[inside] == new_prefixes)
     rows = rows.copy()
-    rows[inside[taken]] = new_rows[taken]
-    added = ~taken
+    rows[inside[replaced]] = new_rows[replaced]
+    added = ~replaced
     return (
         np.insert(prefixes, at[added], new_prefixes[added]),
         np.insert(rows, at[added], new_rows[added]),
@@ -414,14 +408,20 @@ class EmbeddingCache:
         index = self._index(model, refresh=False)
         if index is not None:
             rows, vectors = index.find(keys)
-        if index is None or (rows < 0).any() or not index.vector_file_intact(len(vectors)):
+        if (
+            index is None
+            or (rows < 0).any()
+            or index.vector_file_problem(len(vectors)) is not None
+        ):
             # Another process may have added vectors, or made the cache anew, since the index
             # was read.
             index = self._index(model, refresh=True)
             if index is None:
                 return np.zeros((len(keys), 0), dtype=np.float32), np.zeros(len(keys), bool)
             rows, vectors = index.find(keys)
-            index.check_vector_file(len(vectors))
+            error = index.vector_file_problem(len(vectors))
+            if error is not None:
+                raise error
         found = rows >= 0
         if found.all():
             return np.asarray(vectors[rows], dtype=np.float32), found
@@ -567,10 +567,8 @@ def _append(folder: Path, store: _Store, keys: bytes, vectors: bytes) -> None:
             committed = store.rows * width
             if handle.tell() != committed:
                 if handle.tell() < committed:
-                    raise ValidationError(
-                        f"invalid embedding cache file {path}: it is shorter than the "
-                        f"{store.rows} rows recorded; delete the folder {folder} to embed the "
-                        "texts again"
+                    raise _invalid_file(
+                        path, f"is shorter than the {store.rows} rows recorded", folder
                     )
                 handle.truncate(committed)
                 handle.seek(committed)

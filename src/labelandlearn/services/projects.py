@@ -80,11 +80,9 @@ def missing_extra(model_name: str) -> str | None:
     """Return why ``model_name`` cannot train here (a neural network without PyTorch), or None."""
     import importlib.util
 
-    from labelandlearn.learning.base import MODEL_RECIPES, recipe_names
+    from labelandlearn.learning.base import get_recipe
 
-    recipe_names()
-    recipe = MODEL_RECIPES.get(model_name)
-    if recipe is None or recipe.classifier != "mlp" or importlib.util.find_spec("torch"):
+    if get_recipe(model_name).classifier != "mlp" or importlib.util.find_spec("torch"):
         return None
     from labelandlearn.learning.neural import NN_EXTRA
 

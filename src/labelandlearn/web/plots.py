@@ -64,6 +64,23 @@ def message_svg(message: str) -> bytes:
     return _to_svg(figure)
 
 
+def setup_series(versions: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
+    """Return the versions by model setup, each setup's by label count, oldest setup first.
+
+    One line per setup: joining a TF-IDF model to one with embeddings, or two recipes at the
+    same label count, would draw a jump that more labels did not cause. Of versions of a setup
+    trained on the same labels the latest stands for them, since a retrain without new labels
+    would draw a vertical line.
+    """
+    latest: dict[str, dict[int, Mapping[str, Any]]] = {}
+    for version in versions:
+        setup = str(version.get("model_name") or "model")
+        if version.get("embeddings_status") == "pending":
+            setup += " (TF-IDF only)"
+        latest.setdefault(setup, {})[int(version["n_labels"])] = version
+    return {setup: [by_labels[n] for n in sorted(by_labels)] for setup, by_labels in latest.items()}
+
+
 @_styled
 def learning_curve_svg(versions: Sequence[Mapping[str, Any]]) -> bytes:
     """Plot cross-validated macro-F1 and accuracy of each model version by labels seen.
@@ -73,19 +90,7 @@ def learning_curve_svg(versions: Sequence[Mapping[str, Any]]) -> bytes:
     points = [v for v in versions if v.get("macro_f1") is not None or v.get("accuracy")]
     if not points:
         return message_svg("No model with cross-validated metrics yet: label items and retrain.")
-    # One line per model setup: joining a TF-IDF model to one with embeddings, or two recipes
-    # at the same label count, would draw a jump that more labels did not cause.
-    series: dict[str, list[Mapping[str, Any]]] = {}
-    for version in points:
-        setup = str(version.get("model_name") or "model")
-        if version.get("embeddings_status") == "pending":
-            setup += " (TF-IDF only)"
-        series.setdefault(setup, []).append(version)
-    for setup, members in series.items():
-        # Of versions trained on the same labels, the latest stands for them (a retrain
-        # without new labels would draw a vertical line).
-        latest = {int(version["n_labels"]): version for version in members}
-        series[setup] = [latest[n] for n in sorted(latest)]
+    series = setup_series(points)
     figure = _new_figure()
     axes = figure.add_subplot()
     for number, (setup, members) in enumerate(series.items()):
