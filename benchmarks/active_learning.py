@@ -157,12 +157,13 @@ def _nested_auto(
     cache: dict[str, Features],
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    scores, chosen = [], []
+    scores, chosen, inner = [], [], []
     for train_rows, test_rows in splits:
         train_texts = [dataset.texts[i] for i in train_rows]
         choice = choose_recipe(
             train_texts, dataset.y[train_rows], candidates=recipes, time_budget_s=600
         )
+        inner.append({c.recipe: c.fold_scores for c in choice.candidates if c.fold_scores})
         recipe = next(r for r in recipes if r.name == choice.chosen)
         X = cache[recipe.featurizer]
         classifier = fit_predict(recipe, X, dataset.y, train_rows)
@@ -171,6 +172,9 @@ def _nested_auto(
         chosen.append(choice.chosen)
     summary = _summary(scores, time.perf_counter() - started)
     summary["chosen"] = chosen
+    # Each outer fold's inner cross-validation scores per candidate, to compare selection rules
+    # against the outer-fold scores of the candidates above.
+    summary["inner_fold_scores"] = inner
     return summary
 
 

@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+import scipy.sparse as sp
+
 from labelandlearn.storage.db import Database
 from labelandlearn.storage.models import Item, Label, Project
 
@@ -27,6 +30,21 @@ def corpus(per_class: int = 20) -> tuple[list[str], list[str]]:
             texts.append(f"{phrases[i % len(phrases)]} ethereum item{i} {label[:3]}{i % 4}")
             labels.append(label)
     return texts, labels
+
+
+def embedding_blocks(
+    n: int, seed: int = 0, noise: float = 0.05
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Return a sparse 20-column block with empty cells, then a dense 8-column block.
+
+    The labels are 3 clusters of the dense block, spread by ``noise`` around their centres.
+    """
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    centres = rng.normal(size=(3, 8))
+    dense = centres[y] + noise * rng.normal(size=(n, 8))
+    sparse = sp.random(n, 20, density=0.2, random_state=seed, format="csr")
+    return sp.hstack([sparse, sp.csr_matrix(dense)], format="csr"), y
 
 
 def create_project(

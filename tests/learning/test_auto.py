@@ -13,9 +13,12 @@ from conftest import dataset_path
 from labelandlearn.errors import NotEnoughLabelsError
 from labelandlearn.learning.auto import (
     AUTO_CANDIDATES,
+    PREFERRED_CANDIDATE,
     TFIDF_EMBEDDING_LINEAR,
     TFIDF_LINEAR,
     AutoRecipe,
+    CandidateResult,
+    _select,
     choose_recipe,
 )
 from labelandlearn.learning.base import ModelRecipe, TextModel, get_recipe
@@ -152,3 +155,36 @@ def test_every_candidate_is_a_project_model() -> None:
     # "auto" may choose any candidate, and a project can pick the same recipe by name.
     for candidate in AUTO_CANDIDATES:
         assert get_recipe(candidate.name).params() == candidate.params()
+
+
+def scored(recipe: str, folds: list[float]) -> CandidateResult:
+    return CandidateResult(
+        recipe, "tfidf", "linear", "scored", macro_f1=float(np.mean(folds)), fold_scores=folds
+    )
+
+
+def test_preferred_kept_within_fold_noise() -> None:
+    preferred = scored("kernel", [0.80, 0.84, 0.82])
+    rival = scored("other", [0.83, 0.83, 0.83])
+    chosen = _select([rival, preferred], "kernel")
+    assert chosen is preferred
+    assert "other scored 0.010 higher" in chosen.reason
+    assert "standard error of the per-fold differences (0.012)" in chosen.reason
+
+
+def test_clear_lead_beats_preferred() -> None:
+    preferred = scored("kernel", [0.80, 0.81, 0.82])
+    rival = scored("other", [0.82, 0.83, 0.845])
+    assert _select([preferred, rival], "kernel") is rival
+    assert preferred.reason == ""
+
+
+def test_best_chosen_without_preferred() -> None:
+    low = scored("low", [0.7, 0.7, 0.7])
+    high = scored("high", [0.71, 0.70, 0.70])
+    assert _select([low, high], "kernel") is high
+    assert _select([low, high], None) is high
+
+
+def test_default_preferred_is_a_candidate() -> None:
+    assert PREFERRED_CANDIDATE in {r.name for r in AUTO_CANDIDATES}

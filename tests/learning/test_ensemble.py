@@ -5,21 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from learning_helpers import embedding_blocks
 
 from labelandlearn.errors import ValidationError
 from labelandlearn.learning.auto import AUTO_CANDIDATES, TFIDF_EMBEDDING_KNN
 from labelandlearn.learning.base import TextModel, get_recipe, make_classifier, make_featurizer
 from labelandlearn.learning.ensemble import LinearKnnClassifier, dense_tail_start
 
-
-def blocks(n: int, seed: int = 0) -> tuple[sp.csr_matrix, np.ndarray]:
-    """A sparse block with empty cells followed by a dense 8-column block; labels by cluster."""
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % 3
-    centres = rng.normal(size=(3, 8))
-    dense = centres[y] + 0.05 * rng.normal(size=(n, 8))
-    sparse = sp.random(n, 20, density=0.2, random_state=seed, format="csr")
-    return sp.hstack([sparse, sp.csr_matrix(dense)], format="csr"), y
+blocks = embedding_blocks
 
 
 def test_dense_tail_found_after_sparse_columns() -> None:

@@ -4,7 +4,11 @@ Each candidate recipe is scored by stratified k-fold cross-validation on the lab
 Featurizers are unsupervised (TF-IDF is fitted on all texts, embeddings are fixed), so each
 featurizer runs once and only the classifier is refitted per fold. Candidates run cheapest
 first; when the time budget is spent, the rest are skipped and listed as skipped. The winner is
-refitted on all labelled items, and its model records the table of candidates.
+the best mean score, except that the preferred candidate stays chosen unless another leads it
+by more than the standard error of their per-fold differences. On the Ethereum tweets, the inner
+3-fold means of the best candidates often differ by less than 0.005, and picking the higher
+one on such a lead lowered the nested score (docs/benchmarks.md, "An RBF-kernel member").
+The winner is refitted on all labelled items, and its model records the table of candidates.
 
 Candidates that need embeddings run only when the backend is installed and, unless
 ``embeddings="compute"``, only when every labelled text already has a cached vector, so the
@@ -103,6 +107,24 @@ TFIDF_EMBEDDING_KNN_CENTRED = ModelRecipe(
         "a similarity-weighted vote of the 10 most similar labelled texts on centred vectors."
     ),
 )
+# The centred recipe with an RBF-kernel SVM on the embedding block given a fifth of the vote
+# (see labelandlearn.learning.kernel for the measurements).
+TFIDF_EMBEDDING_KNN_KERNEL = ModelRecipe(
+    name="tfidf-embedding-knn-kernel",
+    featurizer="tfidf+embedding",
+    classifier="linear+knn",
+    featurizer_params={"tfidf_params": TFIDF_PARAMS, "weight": 2.0},
+    classifier_params={
+        **TFIDF_EMBEDDING_KNN_CENTRED.classifier_params,
+        "kernel_weight": 0.2,
+        "kernel_c": 1.0,
+        "kernel_gamma": 1.0,
+    },
+    description=(
+        "The centred neighbours recipe with an RBF-kernel support vector machine on the "
+        "e5-small embeddings given a fifth of the vote."
+    ),
+)
 EMBEDDING_MLP = ModelRecipe(
     name="embedding-mlp",
     featurizer="embedding",
@@ -116,11 +138,17 @@ TFIDF_EMBEDDING_MLP = ModelRecipe(
     featurizer_params={"tfidf_params": TFIDF_PARAMS},
     description="Neural network on TF-IDF n-grams plus e5-small sentence embeddings.",
 )
+# The candidate that "auto" keeps unless another beats it clearly. In 5-fold cross-validation
+# on the deduplicated Ethereum tweets, it scored highest of the linear and neighbour
+# candidates on each of five fold splits, for the useful-vs-useless and the 3-class labels
+# (docs/benchmarks.md, "An RBF-kernel member").
+PREFERRED_CANDIDATE = TFIDF_EMBEDDING_KNN_KERNEL.name
 AUTO_CANDIDATES = (
     TFIDF_LINEAR,
     TFIDF_EMBEDDING_LINEAR,
     TFIDF_EMBEDDING_KNN,
     TFIDF_EMBEDDING_KNN_CENTRED,
+    TFIDF_EMBEDDING_KNN_KERNEL,
     EMBEDDING_MLP,
     TFIDF_EMBEDDING_MLP,
 )
@@ -233,11 +261,14 @@ def choose_recipe(
     embeddings: EmbeddingPolicy = "cached",
     random_state: int = 0,
     progress: ProgressCallback | None = None,
+    preferred: str | None = PREFERRED_CANDIDATE,
 ) -> AutoChoice:
     """Score each candidate by cross-validated macro-F1 and return the best with the table.
 
     ``y`` contains label indices. A candidate starts only while less than ``time_budget_s``
-    seconds have passed; the first candidate always runs, so there is always a choice.
+    seconds have passed; the first candidate always runs, so there is always a choice. The
+    ``preferred`` candidate, when scored, is kept unless another beats it by more than the
+    noise of the folds (see ``_select``).
     """
     y = np.asarray(y, dtype=np.int64)
     _check_enough_labels(y, folds)
@@ -276,7 +307,7 @@ def choose_recipe(
             "no model could be cross-validated: "
             + "; ".join(f"{r.recipe}: {r.reason}" for r in results)
         )
-    best = max(scored, key=lambda r: r.macro_f1 or 0.0)
+    best = _select(scored, preferred)
     seconds = time.perf_counter() - started
     logger.info(
         "auto model: chose %s (macro-F1 %.3f) from %d candidates in %.1f s",
@@ -286,6 +317,33 @@ def choose_recipe(
         seconds,
     )
     return AutoChoice(best.recipe, results, folds, seconds)
+
+
+def _select(scored: Sequence[CandidateResult], preferred: str | None) -> CandidateResult:
+    """Return the best-scoring candidate, or ``preferred`` when the lead is within the noise.
+
+    The lead counts only when the mean of the per-fold differences (best minus preferred)
+    exceeds their standard error. Both were scored on the same folds, so the paired
+    differences cancel the folds' own difficulty. A kept candidate's ``reason`` states the lead
+    and the standard error.
+    """
+    best = max(scored, key=lambda r: r.macro_f1 or 0.0)
+    kept = next((r for r in scored if r.recipe == preferred), None)
+    if kept is None or kept is best or len(kept.fold_scores) != len(best.fold_scores):
+        return best
+
+    differences = np.array(best.fold_scores) - np.array(kept.fold_scores)
+    if differences.size < 2:
+        return best
+    standard_error = float(differences.std(ddof=1) / np.sqrt(differences.size))
+    lead = float(differences.mean())
+    if lead > standard_error:
+        return best
+    kept.reason = (
+        f"kept as the preferred model: {best.recipe} scored {lead:.3f} higher, within the "
+        f"standard error of the per-fold differences ({standard_error:.3f})"
+    )
+    return kept
 
 
 def _score_candidate(
@@ -384,6 +442,7 @@ for _recipe in (
     TFIDF_EMBEDDING_LINEAR,
     TFIDF_EMBEDDING_KNN,
     TFIDF_EMBEDDING_KNN_CENTRED,
+    TFIDF_EMBEDDING_KNN_KERNEL,
     EMBEDDING_MLP,
     TFIDF_EMBEDDING_MLP,
     AUTO,

@@ -16,6 +16,10 @@ and with ``vote="softmax"`` each vote weighs exp(similarity / temperature). Both
 0.736 and 0.720 3-class on three fold seeds, against 0.829, 0.838 and 0.839, and 0.717, 0.721
 and 0.720, for the recipe above (docs/benchmarks.md, "Neighbours on centred vectors").
 
+With ``kernel_weight`` above 0, an RBF-kernel support vector machine trained on the rows the
+neighbours compare (``labelandlearn.learning.kernel``) gets that share of the vote, and the
+average of the other two gets the rest. ``tfidf-embedding-knn-kernel`` gives it 0.2.
+
 The neighbours use the trailing columns that every training row fills: the embedding block
 that the ``tfidf+embedding`` featurizer appends. Without such a block (TF-IDF alone, when the
 embedding backend is missing) they use the whole row.
@@ -32,6 +36,7 @@ import scipy.sparse as sp
 from labelandlearn.errors import ValidationError
 from labelandlearn.learning.base import ArrayState, Classifier, Features, register_classifier
 from labelandlearn.learning.classifiers import LinearClassifier
+from labelandlearn.learning.kernel import RbfKernelMember
 
 # Query rows per similarity product; bounds the (rows x training rows) matrix in memory.
 _QUERY_BATCH = 2048
@@ -41,6 +46,7 @@ _EXACT = 1e-9
 # takes the whole vote. "softmax": exp(cosine similarity / temperature).
 VOTES = ("distance", "softmax")
 _LINEAR_PREFIX = "linear."
+_KERNEL_PREFIX = "kernel."
 
 
 def dense_tail_start(X: Features) -> int | None:
@@ -97,7 +103,7 @@ class LinearKnnClassifier(Classifier):
     """The average of the linear classifier's and the nearest neighbours' probabilities.
 
     ``partial_fit`` updates the linear part and adds the new labelled rows to the neighbours'
-    memory.
+    memory. The kernel member, when there is one, changes only at the next ``fit``.
     """
 
     def __init__(
@@ -110,6 +116,9 @@ class LinearKnnClassifier(Classifier):
         centre: bool = False,
         vote: str = "distance",
         temperature: float = 0.1,
+        kernel_weight: float = 0.0,
+        kernel_c: float = 1.0,
+        kernel_gamma: float = 1.0,
     ) -> None:
         self.n_neighbors = n_neighbors
         self.alpha = alpha
@@ -119,6 +128,9 @@ class LinearKnnClassifier(Classifier):
         self.centre = centre
         self.vote = vote
         self.temperature = temperature
+        self.kernel_weight = kernel_weight
+        self.kernel_c = kernel_c
+        self.kernel_gamma = kernel_gamma
 
     def _linear(self) -> LinearClassifier:
         return LinearClassifier(
@@ -142,6 +154,12 @@ class LinearKnnClassifier(Classifier):
         self.memory_ = _unit_rows(X, self.knn_start_, self.centre_)
         self.memory_labels_ = y.copy()
         self.n_memory_ = y.size
+        self.kernel_: RbfKernelMember | None = None
+        if self.kernel_weight > 0 and self.knn_start_ is not None:
+            kernel = RbfKernelMember(
+                C=self.kernel_c, gamma=self.kernel_gamma, random_state=self.random_state
+            ).fit(np.asarray(self.memory_), y, self.classes_)
+            self.kernel_ = kernel if kernel.fitted_ else None
         return self
 
     def _check_params(self) -> None:
@@ -152,6 +170,10 @@ class LinearKnnClassifier(Classifier):
             raise ValidationError(f"unknown vote {self.vote!r}; allowed: {allowed}")
         if self.temperature <= 0:
             raise ValidationError(f"temperature must be positive, got {self.temperature}")
+        if not 0.0 <= self.kernel_weight < 1.0:
+            raise ValidationError(
+                f"kernel_weight must be at least 0 and below 1, got {self.kernel_weight}"
+            )
 
     def partial_fit(self, X: Features, y: np.ndarray, classes: np.ndarray | None = None) -> Self:
         y = np.asarray(y, dtype=np.int64)
@@ -165,6 +187,7 @@ class LinearKnnClassifier(Classifier):
             self.memory_ = sp.csr_matrix((0, X.shape[1]), dtype=np.float32)
             self.memory_labels_ = np.zeros(0, dtype=np.int64)
             self.n_memory_ = 0
+            self.kernel_ = None
         self.linear_.partial_fit(X, y, classes=classes)
         self.classes_ = self.linear_.classes_
         self._remember(_unit_rows(X, self.knn_start_, self.centre_), y)
@@ -194,7 +217,23 @@ class LinearKnnClassifier(Classifier):
     def predict_proba(self, X: Features) -> np.ndarray:
         if not self.is_fitted:
             raise ValidationError("the linear+knn classifier is not fitted; call fit() first")
-        return 0.5 * (self.linear_.predict_proba(X) + self.neighbour_proba(X))
+        proba = 0.5 * (self.linear_.predict_proba(X) + self.neighbour_proba(X))
+        return self._with_kernel(X, proba)
+
+    def _with_kernel(self, X: Features, proba: np.ndarray) -> np.ndarray:
+        """Give the kernel member ``kernel_weight`` of the vote when it is fitted.
+
+        The member covers the classes of the last full fit only. A class first seen in
+        ``partial_fit`` gets no share of its vote until the next fit.
+        """
+        kernel = getattr(self, "kernel_", None)
+        if kernel is None or self.knn_start_ is None:
+            return proba
+        rows = _unit_rows(X, self.knn_start_, self.centre_)
+        columns = np.searchsorted(self.classes_, kernel.classes_)
+        votes = np.zeros_like(proba)
+        votes[:, columns] = kernel.predict_proba(np.asarray(rows))
+        return (1.0 - self.kernel_weight) * proba + self.kernel_weight * votes
 
     def neighbour_proba(self, X: Features) -> np.ndarray:
         """Return the weighted class votes of the nearest remembered rows (see ``VOTES``)."""
@@ -252,11 +291,15 @@ class LinearKnnClassifier(Classifier):
         else:
             arrays["memory"] = memory
         arrays["memory_labels"] = self.memory_labels_[: self.n_memory_]
+        kernel = getattr(self, "kernel_", None)
+        if kernel is not None:
+            config["kernel"] = kernel.get_params()
+            arrays.update({f"{_KERNEL_PREFIX}{k}": v for k, v in kernel.get_arrays().items()})
         return config, arrays
 
     @classmethod
     def from_state(cls, config: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Self:
-        state_keys = ("linear", "knn_start", "memory_shape")
+        state_keys = ("linear", "knn_start", "memory_shape", "kernel")
         classifier = cls(**{k: v for k, v in config.items() if k not in state_keys})
         if "memory_labels" not in arrays:
             return classifier
@@ -282,4 +325,12 @@ class LinearKnnClassifier(Classifier):
         classifier.n_memory_ = classifier.memory_labels_.size
         if classifier.memory_.shape[0] != classifier.n_memory_:
             raise ValueError("the neighbours' rows do not match their labels")
+        classifier.kernel_ = None
+        if "kernel" in config:
+            kernel_arrays = {
+                name[len(_KERNEL_PREFIX) :]: value
+                for name, value in arrays.items()
+                if name.startswith(_KERNEL_PREFIX)
+            }
+            classifier.kernel_ = RbfKernelMember.from_state(config["kernel"], kernel_arrays)
         return classifier
