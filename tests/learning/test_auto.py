@@ -169,14 +169,23 @@ def test_preferred_kept_within_fold_noise() -> None:
     chosen = _select([rival, preferred], "kernel")
     assert chosen is preferred
     assert "other scored 0.010 higher" in chosen.reason
-    assert "standard error of the per-fold differences (0.012)" in chosen.reason
+    assert "no more than the standard error of the per-fold differences (0.012)" in chosen.reason
 
 
 def test_clear_lead_beats_preferred() -> None:
     preferred = scored("kernel", [0.80, 0.81, 0.82])
     rival = scored("other", [0.82, 0.83, 0.845])
     assert _select([preferred, rival], "kernel") is rival
-    assert preferred.reason == ""
+    assert preferred.reason.startswith("not kept as the preferred model: other scored 0.022")
+    assert rival.reason == ""
+
+
+def test_lead_in_one_fold_only_is_kept() -> None:
+    # One fold's lead of 0.1 gives a mean lead and a standard error of 0.033 each.
+    preferred = scored("kernel", [0.5, 0.5, 0.5])
+    rival = scored("other", [0.6, 0.5, 0.5])
+    assert _select([rival, preferred], "kernel") is preferred
+    assert "scored 0.033 higher, no more than the standard error" in preferred.reason
 
 
 def test_best_chosen_without_preferred() -> None:

@@ -338,10 +338,14 @@ def _select(scored: Sequence[CandidateResult], preferred: str | None) -> Candida
     standard_error = float(differences.std(ddof=1) / np.sqrt(differences.size))
     lead = float(differences.mean())
     if lead > standard_error:
+        kept.reason = (
+            f"not kept as the preferred model: {best.recipe} scored {lead:.3f} higher, more "
+            f"than the standard error of the per-fold differences ({standard_error:.3f})"
+        )
         return best
     kept.reason = (
-        f"kept as the preferred model: {best.recipe} scored {lead:.3f} higher, within the "
-        f"standard error of the per-fold differences ({standard_error:.3f})"
+        f"kept as the preferred model: {best.recipe} scored {lead:.3f} higher, no more than "
+        f"the standard error of the per-fold differences ({standard_error:.3f})"
     )
     return kept
 

@@ -15,7 +15,7 @@ recipe from 0.839 to 0.841 and from 0.727 to 0.736. It gained on each of five fo
 two of which played no part in choosing C and the weight (docs/benchmarks.md, "An RBF-kernel
 member"). Fitting took 5.8 s for two classes on 5,000 rows of 384 columns and 13.7 s
 for three, on 2 cores. libsvm's training time grows faster than the number of rows (between
-its square and its cube), so at most ``max_rows`` rows, a stratified sample, are used.
+its square and its cube), so it uses a stratified sample of about ``max_rows`` rows.
 
 Decision values are computed here with numpy rather than by scikit-learn's ``SVC``, so that
 one float32 matrix product against the union of all support vectors serves every class.
@@ -28,7 +28,7 @@ from typing import Any, Self
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
 from labelandlearn.errors import ValidationError
@@ -74,13 +74,8 @@ class RbfKernelMember:
         rows = np.asarray(rows, dtype=np.float32)
         y = np.asarray(y, dtype=np.int64)
         if y.size > self.max_rows:
-            keep, _ = train_test_split(
-                np.arange(y.size),
-                train_size=self.max_rows,
-                stratify=y,
-                random_state=self.random_state,
-            )
-            rows, y = rows[np.sort(keep)], y[np.sort(keep)]
+            keep = self._sample(y)
+            rows, y = rows[keep], y[keep]
 
         counts = np.array([(y == c).sum() for c in classes])
         if classes.size < 2 or counts.min() < self.platt_folds:
@@ -115,6 +110,21 @@ class RbfKernelMember:
         self.platt_ = platt
         self.fitted_ = True
         return self
+
+    def _sample(self, y: np.ndarray) -> np.ndarray:
+        """Return sorted row indices: about ``max_rows`` rows, each class in its share.
+
+        Each class keeps at least ``platt_folds`` rows (all of them when it has fewer), so
+        sampling never leaves a class too small for Platt scaling.
+        """
+        rng = np.random.default_rng(self.random_state)
+        share = self.max_rows / y.size
+        keep = []
+        for label in np.unique(y):
+            members = np.flatnonzero(y == label)
+            size = min(members.size, max(self.platt_folds, round(members.size * share)))
+            keep.append(rng.choice(members, size=size, replace=False))
+        return np.sort(np.concatenate(keep))
 
     def _svc(self) -> SVC:
         return SVC(C=self.C, kernel="rbf", gamma=self.gamma, class_weight="balanced")
