@@ -86,9 +86,9 @@ def test_rows_above_the_cap_are_sampled_by_class() -> None:
     member = RbfKernelMember(max_rows=120).fit(rows, y, np.array([0, 1]))
     assert member.fitted_
     assert member.support_vectors_.shape[0] <= 121
-    kept = member._sample(y)
-    assert abs(kept.size - 120) <= 1
-    assert abs(y[kept].mean() - y.mean()) < 0.01
+    sampled = member._sample(y)
+    assert abs(sampled.size - 120) <= 1
+    assert abs(y[sampled].mean() - y.mean()) < 0.01
 
 
 @pytest.mark.parametrize("class_sizes", [(100, 101), (80, 80, 41), (100, 100, 3), (150, 60, 1)])
@@ -96,8 +96,8 @@ def test_sampling_just_over_the_cap(class_sizes: tuple[int, ...]) -> None:
     rows, _ = rings(sum(class_sizes), seed=5)
     y = np.repeat(np.arange(len(class_sizes)), class_sizes)
     member = RbfKernelMember(max_rows=200)
-    kept = member._sample(y)
-    counts = np.bincount(y[kept], minlength=len(class_sizes))
+    sampled = member._sample(y)
+    counts = np.bincount(y[sampled], minlength=len(class_sizes))
     # Every class keeps at least 3 rows for Platt scaling, or all it has.
     assert (counts >= np.minimum(class_sizes, 3)).all()
     member.fit(rows, y, np.arange(len(class_sizes)))

@@ -324,30 +324,32 @@ def _select(scored: Sequence[CandidateResult], preferred: str | None) -> Candida
 
     The lead counts only when the mean of the per-fold differences (best minus preferred)
     exceeds their standard error. Both were scored on the same folds, so the paired
-    differences cancel the folds' own difficulty. A kept candidate's ``reason`` states the lead
-    and the standard error.
+    differences cancel the folds' own difficulty. The preferred candidate's ``reason`` states
+    the lead and the standard error.
     """
     best = max(scored, key=lambda r: r.macro_f1 or 0.0)
-    kept = next((r for r in scored if r.recipe == preferred), None)
-    if kept is None or kept is best or len(kept.fold_scores) != len(best.fold_scores):
+    preferred_result = next((r for r in scored if r.recipe == preferred), None)
+    if preferred_result is None or preferred_result is best:
+        return best
+    if len(preferred_result.fold_scores) != len(best.fold_scores):
         return best
 
-    differences = np.array(best.fold_scores) - np.array(kept.fold_scores)
+    differences = np.array(best.fold_scores) - np.array(preferred_result.fold_scores)
     if differences.size < 2:
         return best
     standard_error = float(differences.std(ddof=1) / np.sqrt(differences.size))
     lead = float(differences.mean())
     if lead > standard_error:
-        kept.reason = (
+        preferred_result.reason = (
             f"not kept as the preferred model: {best.recipe} scored {lead:.3f} higher, more "
             f"than the standard error of the per-fold differences ({standard_error:.3f})"
         )
         return best
-    kept.reason = (
+    preferred_result.reason = (
         f"kept as the preferred model: {best.recipe} scored {lead:.3f} higher, no more than "
         f"the standard error of the per-fold differences ({standard_error:.3f})"
     )
-    return kept
+    return preferred_result
 
 
 def _score_candidate(

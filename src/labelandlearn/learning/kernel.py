@@ -8,8 +8,8 @@ rest, or a single one for two classes. Each SVM's decision values are mapped to 
 by Platt scaling, a logistic curve fitted on decision values from a stratified k-fold split of
 the training rows, and the per-class probabilities are normalised to sum to one.
 
-Measured on the 5,515 deduplicated Ethereum tweets (5-fold cross-validation, fold seeds 0, 1
-and 2, C 1, gamma 1): the SVM alone scored 0.833 useful-vs-useless and 0.720 3-class
+Measured on the 5,515 deduplicated Ethereum tweets (5-fold cross-validation on three fold
+splits, C 1, gamma 1): the SVM alone scored 0.833 useful-vs-useless and 0.720 3-class
 macro-F1. Given a fifth of the vote next to ``tfidf-embedding-knn-centred``, it lifted that
 recipe from 0.839 to 0.841 and from 0.727 to 0.736. It gained on each of five fold splits,
 two of which played no part in choosing C and the weight (docs/benchmarks.md, "An RBF-kernel
