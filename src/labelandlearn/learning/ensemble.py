@@ -145,6 +145,8 @@ class LinearKnnClassifier(Classifier):
     def fit(self, X: Features, y: np.ndarray, sample_weight: np.ndarray | None = None) -> Self:
         self._check_params()
         y = np.asarray(y, dtype=np.int64)
+        # NOTE: only the linear part uses sample_weight. The neighbours and the kernel member
+        # count every row once, even rows of weight 0.
         self.linear_ = self._linear().fit(X, y, sample_weight=sample_weight)
         self.classes_ = self.linear_.classes_
         self.knn_start_ = dense_tail_start(X)
