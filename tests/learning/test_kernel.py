@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from learning_helpers import embedding_blocks
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import SVC
 
 from labelandlearn.errors import ValidationError
@@ -51,9 +53,17 @@ def test_learns_a_boundary_a_line_cannot() -> None:
 def test_platt_scaling_is_fitted_on_held_out_values() -> None:
     rows, y = rings(400, seed=3)
     member = RbfKernelMember().fit(rows, y, np.array([0, 1]))
-    slope, _ = member.platt_[0]
+    slope, intercept = member.platt_[0]
     # A larger decision value means a likelier positive.
     assert slope > 0
+    # The curve is the one fitted on decision values of rows each machine did not train on.
+    held_out = np.zeros(y.size)
+    for train, test in StratifiedKFold(3, shuffle=True, random_state=0).split(rows, y):
+        machine = SVC(C=1.0, gamma=1.0, class_weight="balanced").fit(rows[train], y[train])
+        held_out[test] = machine.decision_function(rows[test])
+    curve = LogisticRegression(C=1e4).fit(held_out[:, None], y)
+    assert slope == pytest.approx(curve.coef_[0, 0], rel=1e-3)
+    assert intercept == pytest.approx(curve.intercept_[0], rel=1e-3, abs=1e-3)
     fresh, fresh_y = rings(400, seed=4)
     proba = member.predict_proba(fresh)[:, 1]
     # Calibrated: most rows given 0.8 or more are positive, but not all of them need be.
@@ -138,11 +148,19 @@ def test_partial_fit_keeps_kernel() -> None:
     X, y = blocks(60)
     two = y < 2
     classifier = LinearKnnClassifier(kernel_weight=0.2).fit(X[two], y[two])
-    assert classifier.kernel_ is not None
+    kernel = classifier.kernel_
+    assert kernel is not None
     classifier.partial_fit(X[~two][:3], y[~two][:3], classes=np.arange(3))
+    assert classifier.kernel_ is kernel
     proba = classifier.predict_proba(X)
     assert proba.shape == (60, 3)
     assert np.allclose(proba.sum(axis=1), 1.0)
+    # The new class 2 gets no share of the kernel's vote; classes 0 and 1 get all of it.
+    rows = np.asarray(classifier.memory_[:1])
+    mixed = 0.5 * (classifier.linear_.predict_proba(X[:1]) + classifier.neighbour_proba(X[:1]))
+    expected = 0.8 * mixed
+    expected[0, :2] += 0.2 * kernel.predict_proba(rows)[0]
+    assert np.allclose(proba[:1], expected)
 
 
 def test_state_round_trip_keeps_the_kernel() -> None:
@@ -155,7 +173,7 @@ def test_state_round_trip_keeps_the_kernel() -> None:
     assert np.allclose(restored.predict_proba(X), classifier.predict_proba(X))
 
 
-def test_text_model_file_round_trip() -> None:
+def test_text_model_keeps_kernel_settings() -> None:
     words = ("up", "down", "flat")
     texts = [f"ethereum price {w} today number {i}" for i in range(8) for w in words]
     labels = [w for _ in range(8) for w in ("positive", "negative", "useless")]
@@ -165,6 +183,9 @@ def test_text_model_file_round_trip() -> None:
     )
     model.fit(texts, labels)
     restored = TextModel.from_bytes(model.to_bytes())
+    assert restored.classifier.get_params()["kernel_weight"] == 0.2
+    # TF-IDF alone has no embedding block, so there is no kernel member to save.
+    assert restored.classifier.kernel_ is None
     assert np.allclose(restored.predict_proba(texts), model.predict_proba(texts))
 
 

@@ -217,55 +217,62 @@ class LinearKnnClassifier(Classifier):
     # ----------------------------------------------------------------- prediction
 
     def predict_proba(self, X: Features) -> np.ndarray:
+        """Return the average of the linear and neighbour probabilities, and the kernel vote.
+
+        With a fitted kernel member, it gets ``kernel_weight`` of the vote. It covers the
+        classes of the last full fit only, so a class first seen in ``partial_fit`` gets no
+        share of its vote until the next fit.
+        """
         if not self.is_fitted:
             raise ValidationError("the linear+knn classifier is not fitted; call fit() first")
-        proba = 0.5 * (self.linear_.predict_proba(X) + self.neighbour_proba(X))
-        return self._with_kernel(X, proba)
-
-    def _with_kernel(self, X: Features, proba: np.ndarray) -> np.ndarray:
-        """Give the kernel member ``kernel_weight`` of the vote when it is fitted.
-
-        The member covers the classes of the last full fit only. A class first seen in
-        ``partial_fit`` gets no share of its vote until the next fit.
-        """
-        kernel = getattr(self, "kernel_", None)
-        if kernel is None or self.knn_start_ is None:
-            return proba
-        rows = _unit_rows(X, self.knn_start_, self.centre_)
-        columns = np.searchsorted(self.classes_, kernel.classes_)
-        votes = np.zeros_like(proba)
-        votes[:, columns] = kernel.predict_proba(np.asarray(rows))
-        return (1.0 - self.kernel_weight) * proba + self.kernel_weight * votes
+        proba = 0.5 * self.linear_.predict_proba(X)
+        kernel_columns = None
+        if self.kernel_ is not None:
+            kernel_columns = np.searchsorted(self.classes_, self.kernel_.classes_)
+        for start in range(0, X.shape[0], _QUERY_BATCH):
+            # The neighbours and the kernel member compare the same unit rows.
+            queries = _unit_rows(X[start : start + _QUERY_BATCH], self.knn_start_, self.centre_)
+            block = proba[start : start + queries.shape[0]]
+            block += 0.5 * self._votes(queries)
+            if self.kernel_ is not None:
+                block *= 1.0 - self.kernel_weight
+                kernel_proba = self.kernel_.predict_proba(np.asarray(queries))
+                block[:, kernel_columns] += self.kernel_weight * kernel_proba
+        return proba
 
     def neighbour_proba(self, X: Features) -> np.ndarray:
         """Return the weighted class votes of the nearest remembered rows (see ``VOTES``)."""
-        memory = self.memory_[: self.n_memory_]
-        labels = np.searchsorted(self.classes_, self.memory_labels_[: self.n_memory_])
-        n_rows = X.shape[0]
-        proba = np.zeros((n_rows, self.classes_.size))
+        proba = np.zeros((X.shape[0], self.classes_.size))
+        for start in range(0, X.shape[0], _QUERY_BATCH):
+            queries = _unit_rows(X[start : start + _QUERY_BATCH], self.knn_start_, self.centre_)
+            proba[start : start + queries.shape[0]] = self._votes(queries)
+        return proba
+
+    def _votes(self, queries: np.ndarray | sp.csr_matrix) -> np.ndarray:
+        """Return the neighbours' class votes for unit rows from ``_unit_rows``."""
+        proba = np.zeros((queries.shape[0], self.classes_.size))
         if self.n_memory_ == 0:
             proba[:] = 1.0 / self.classes_.size
             return proba
+        memory = self.memory_[: self.n_memory_]
+        labels = np.searchsorted(self.classes_, self.memory_labels_[: self.n_memory_])
         k = min(self.n_neighbors, self.n_memory_)
-        for start in range(0, n_rows, _QUERY_BATCH):
-            queries = _unit_rows(X[start : start + _QUERY_BATCH], self.knn_start_, self.centre_)
-            product = queries @ memory.T
-            similarity = product.toarray() if sp.issparse(product) else np.asarray(product)
-            nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
-            near = np.take_along_axis(similarity, nearest, axis=1).astype(np.float64)
-            if self.vote == "softmax":
-                # Less the row's largest similarity, so exp() cannot overflow.
-                weights = np.exp((near - near.max(axis=1, keepdims=True)) / self.temperature)
-            else:
-                distance = 1.0 - near
-                exact = distance <= _EXACT
-                weights = np.where(
-                    exact.any(axis=1, keepdims=True), exact, 1.0 / np.maximum(distance, _EXACT)
-                )
-            block = proba[start : start + queries.shape[0]]
-            rows = np.repeat(np.arange(queries.shape[0]), k)
-            np.add.at(block, (rows, labels[nearest].ravel()), weights.ravel())
-            block /= block.sum(axis=1, keepdims=True)
+        product = queries @ memory.T
+        similarity = product.toarray() if sp.issparse(product) else np.asarray(product)
+        nearest = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        near = np.take_along_axis(similarity, nearest, axis=1).astype(np.float64)
+        if self.vote == "softmax":
+            # Less the row's largest similarity, so exp() cannot overflow.
+            weights = np.exp((near - near.max(axis=1, keepdims=True)) / self.temperature)
+        else:
+            distance = 1.0 - near
+            exact = distance <= _EXACT
+            weights = np.where(
+                exact.any(axis=1, keepdims=True), exact, 1.0 / np.maximum(distance, _EXACT)
+            )
+        rows = np.repeat(np.arange(queries.shape[0]), k)
+        np.add.at(proba, (rows, labels[nearest].ravel()), weights.ravel())
+        proba /= proba.sum(axis=1, keepdims=True)
         return proba
 
     # ----------------------------------------------------------------- state
@@ -293,10 +300,10 @@ class LinearKnnClassifier(Classifier):
         else:
             arrays["memory"] = memory
         arrays["memory_labels"] = self.memory_labels_[: self.n_memory_]
-        kernel = getattr(self, "kernel_", None)
-        if kernel is not None:
-            config["kernel"] = kernel.get_params()
-            arrays.update({f"{_KERNEL_PREFIX}{k}": v for k, v in kernel.get_arrays().items()})
+        if self.kernel_ is not None:
+            config["kernel"] = self.kernel_.get_params()
+            kernel_arrays = self.kernel_.get_arrays()
+            arrays.update({f"{_KERNEL_PREFIX}{k}": v for k, v in kernel_arrays.items()})
         return config, arrays
 
     @classmethod

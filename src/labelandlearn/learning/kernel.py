@@ -2,18 +2,18 @@
 
 In ``linear+knn`` the linear model draws one hyperplane and the neighbours' vote looks at 10
 texts. An RBF-kernel SVM adds a smooth non-linear boundary drawn from all training texts. It
-trains on the rows the neighbours keep
-(the embedding block, centred and scaled to unit length), one binary SVM per class against the
-rest, or a single one for two classes. Each SVM's decision values are mapped to probabilities
-by Platt scaling, a logistic curve fitted on decision values from a stratified k-fold split of
-the training rows, and the per-class probabilities are normalised to sum to one.
+trains on the rows the neighbours keep (the embedding block, centred and scaled to unit length),
+one binary SVM per class against the rest, or a single one for two classes. Each SVM's decision
+values are mapped to probabilities by Platt scaling, a logistic curve fitted on decision values
+from a stratified k-fold split of the training rows, and the per-class probabilities are
+normalised to sum to one.
 
 Measured on the 5,515 deduplicated Ethereum tweets (5-fold cross-validation on three fold
 splits, C 1, gamma 1): the SVM alone scored 0.833 useful-vs-useless and 0.720 3-class
 macro-F1. Given a fifth of the vote next to ``tfidf-embedding-knn-centred``, it lifted that
 recipe from 0.839 to 0.841 and from 0.727 to 0.736. It gained on each of five fold splits,
 two of which played no part in choosing C and the weight (docs/benchmarks.md, "An RBF-kernel
-member"). Fitting took 5.8 s for two classes on 5,000 rows of 384 columns and 13.7 s
+member"). Fitting took 5.4 s for two classes on 5,000 rows of 384 columns and 13.6 s
 for three, on 2 cores. libsvm's training time grows faster than the number of rows (between
 its square and its cube), so it uses a stratified sample of about ``max_rows`` rows.
 
